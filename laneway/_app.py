@@ -1,0 +1,335 @@
+"""``laneway.App``: the entry point that binds tasks, middleware and one backend."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, overload
+
+from . import _constants as C
+from ._codec import Codec
+from ._errors import ConfigError, PayloadTooLarge
+from ._job import Job
+from ._lanes import Preprocessors
+from ._middleware import ErrorReporting, Envelope, Logging, Middleware, Timeout, compose
+from ._names import check_name, check_namespace
+from ._periodic import Schedule
+from ._records import NewJob, OnDead, Priority
+from ._task import Hooks, Options, Task
+from ._timeouts import Watchdog
+from .backends import Backend, open_backend
+
+if TYPE_CHECKING:
+    from ._lanes import Batch, LaneProducer
+    from ._worker import Worker
+
+def new_id() -> str:
+    """A 32-hex-digit job id that sorts by creation time (48-bit ms clock + 80 random bits)."""
+    return f"{int(time.time() * 1000):012x}{os.urandom(10).hex()}"
+
+
+class App:
+    """A laneway application: tasks, middleware and one backend.
+
+    Args:
+        url: backend URL; defaults to ``$LANEWAY_URL``, else ``sqlite:///laneway.db``.
+        namespace: prefixes every key, table or schema; apps in different namespaces on
+            one server never see each other's work.
+        name: this application's name on the event bus.
+        codec: ``"json"`` (default) or ``"msgpack"``.
+        max_payload_bytes: larger encoded calls are refused with ``PayloadTooLarge``.
+        priority_map: maps legacy numeric priorities to levels, e.g. ``{1: laneway.BULK}``.
+        exception_reporter: ``callable(exc, job)`` called on every failed attempt.
+        middleware: execution layers, outermost first, around the built-in ones.
+        enqueue_middleware: enqueue layers, outermost first.
+        max_attempts, result_ttl, lease_s: defaults for every task.
+        backoff_s, backoff_max_s: retry backoff (first delay, cap) for every task.
+        backend: an already built backend (tests); overrides ``url``.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        namespace: str = C.DEFAULT_NAMESPACE,
+        name: str | None = None,
+        codec: str = "json",
+        max_payload_bytes: int = C.MAX_PAYLOAD_BYTES,
+        priority_map: Mapping[int, int] | None = None,
+        exception_reporter: Callable[[BaseException, Job], Any] | None = None,
+        middleware: Sequence[Middleware] = (),
+        enqueue_middleware: Sequence[Middleware] = (),
+        default_queue: str = C.DEFAULT_QUEUE,
+        max_attempts: int = C.MAX_ATTEMPTS,
+        result_ttl: float = C.RESULT_TTL_S,
+        lease_s: float = C.LEASE_S,
+        backoff_s: float = C.RETRY_BASE_S,
+        backoff_max_s: float = C.RETRY_MAX_S,
+        backend: Backend | None = None,
+    ) -> None:
+        self.url = url or os.environ.get(C.URL_ENV) or C.DEFAULT_URL
+        self.namespace = check_namespace(namespace)
+        self.name = check_name(name, "app name") if name is not None else None
+        self.codec = Codec(codec)
+        self.max_payload_bytes = max_payload_bytes
+        self.priority_map = dict(priority_map or {})
+        self.exception_reporter = exception_reporter
+        self.middleware = list(middleware)
+        self.enqueue_middleware = list(enqueue_middleware)
+        self.default_queue = check_name(default_queue, "queue")
+        self.defaults = Options(max_attempts=max_attempts, result_ttl=result_ttl).merge()
+        self.lease_s = lease_s
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.tasks: dict[str, Task] = {}
+        self.schedules: dict[str, Schedule] = {}
+        self.queue_on_dead: dict[str, OnDead] = {}
+        self.watchdog = Watchdog()
+        self.preprocessors = Preprocessors()
+        """Low-level lane message transforms: ``.send`` and ``.claim`` lists."""
+        self._backend = backend
+        self._backend_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<laneway.App {self.url} namespace={self.namespace}>"
+
+    @property
+    def backend(self) -> Backend:
+        """The backend, opened on first use."""
+        if self._backend is None:
+            with self._backend_lock:
+                if self._backend is None:
+                    self._backend = open_backend(self.url, self.namespace)
+        return self._backend
+
+    def close(self) -> None:
+        """Close the backend's connections."""
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+    # --- registering -----------------------------------------------------------------
+
+    @overload
+    def task(self, target: Callable[..., Any] | type) -> Task: ...
+
+    @overload
+    def task(self, target: None = None, **options: Any) -> Callable[[Callable[..., Any] | type], Task]: ...
+
+    def task(self, target: Any = None, **options: Any) -> Any:
+        """Register a function (sync or ``async def``) or a class with ``process()``.
+
+        Keyword options: ``name`` (default ``module.qualname``), ``queue``, ``priority``,
+        ``max_attempts``, ``timeout``, ``result_ttl``, ``on_dead`` ("skip" or "block"),
+        ``backoff_s``, ``backoff_max_s``, and the hooks ``enqueue``, ``before``, ``after``,
+        ``success``, ``error``, ``failure`` (each ``callable(job)``; ``error(job, exc)``).
+        """
+        if target is not None:
+            return self._register(target, options)
+        return lambda fn: self._register(fn, options)
+
+    def _register(self, target: Any, options: dict[str, Any]) -> Task:
+        opts = dict(options)
+        name = opts.pop("name", None) or f"{target.__module__}.{target.__qualname__}"
+        hooks = Hooks(**{h: opts.pop(h) for h in list(opts) if h in Hooks.__dataclass_fields__})
+        backoff = opts.pop("backoff_s", self.backoff_s)
+        backoff_max = opts.pop("backoff_max_s", self.backoff_max_s)
+        for key in ("lane", "delay", "run_at", "unique", "connection"):
+            if key in opts:
+                raise ConfigError(f"{key!r} is a per-call option: use task.options({key}=...)")
+        task = Task(self, target, name=name, opts=Options().merge(**opts), hooks=hooks,
+                    backoff_s=backoff, backoff_max_s=backoff_max)  # fmt: skip
+        if task.name in self.tasks:
+            raise ConfigError(f"a task named {task.name!r} is already registered")
+        self.tasks[task.name] = task
+        return task
+
+    def periodic(
+        self, cron: str | None = None, *, every: timedelta | float | None = None, **options: Any
+    ) -> Callable[[Callable[..., Any]], Task]:
+        """Register a task that is enqueued once per tick of ``cron`` or ``every``.
+
+        At most one job per tick however many workers run, with no scheduler process;
+        ticks missed while no worker ran are not replayed. Takes the options of ``task``.
+        """
+        schedule_args = (cron, every)
+
+        def register(fn: Callable[..., Any]) -> Task:
+            task = self._register(fn, options)
+            self.schedules[task.name] = Schedule.parse(task.name, *schedule_args)
+            return task
+
+        return register
+
+    def configure_queue(self, queue: str, *, on_dead: OnDead | str) -> None:
+        """Set a queue's default ``on_dead`` policy for tasks that do not set their own."""
+        self.queue_on_dead[check_name(queue, "queue")] = Options().merge(on_dead=on_dead).on_dead or OnDead.SKIP
+
+    def _execution_layers(self) -> list[Middleware]:
+        layers: list[Middleware] = list(self.middleware)
+        if self.exception_reporter is not None:
+            layers.append(ErrorReporting(self.exception_reporter))
+        layers.append(Logging())
+        layers.append(Timeout(self.watchdog, lambda name: name in self.tasks and self.tasks[name].is_async))
+        return layers
+
+    # --- enqueueing ------------------------------------------------------------------
+
+    def send_task(
+        self, name: str, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
+    ) -> Job:
+        """Enqueue a call of task ``name`` without importing it (it runs where registered)."""
+        task = self.tasks.get(name) or Task(
+            self, _unregistered, name=name, opts=Options(), hooks=Hooks(),
+            backoff_s=self.backoff_s, backoff_max_s=self.backoff_max_s,
+        )  # fmt: skip
+        return self._enqueue(task, [(args, dict(kwargs or {}))], Options().merge(**options))[0]
+
+    def _prepare(
+        self,
+        task: Task,
+        calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]],
+        opts: Options,
+        headers: Mapping[str, str] | None = None,
+    ) -> list[NewJob]:
+        stack = compose(self.enqueue_middleware, lambda env: env)
+        news = []
+        for args, kwargs in calls:
+            env = stack(Envelope(new_id(), task, args, dict(kwargs), opts, dict(headers or {})))
+            news.append(self._new_job(env))
+        return news
+
+    def _new_job(self, env: Envelope) -> NewJob:
+        t, o, d = env.task.opts, env.options, self.defaults
+        queue = o.queue or t.queue or self.default_queue
+        priority = o.priority if o.priority is not None else t.priority
+        priority = Priority.NORMAL if priority is None else self.priority_map.get(priority, priority)
+        if isinstance(priority, bool) or not isinstance(priority, int) or not C.PRIORITY_MIN <= priority <= C.PRIORITY_MAX:
+            raise ConfigError(f"priority must be an int from 0 to 255 (or a level), not {priority!r}")
+        payload = self.codec.encode_call(env.args, env.kwargs, env.headers)
+        if len(payload) > self.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"{env.task.name}: encoded call is {len(payload)} bytes, over max_payload_bytes="
+                f"{self.max_payload_bytes}; nothing was enqueued"
+            )
+        on_dead = o.on_dead or t.on_dead or self.queue_on_dead.get(queue) or OnDead.SKIP
+        return NewJob(
+            id=env.id, task=env.task.name, queue=queue, lane=o.lane, priority=int(priority),
+            payload=payload, max_attempts=_first(o.max_attempts, t.max_attempts, d.max_attempts),
+            timeout_s=o.timeout if o.timeout is not None else t.timeout, unique=o.unique,
+            result_ttl_s=_first(o.result_ttl, t.result_ttl, d.result_ttl), on_dead=on_dead,
+            delay_s=o.delay or 0.0, run_at=o.run_at,
+        )  # fmt: skip
+
+    def _enqueue(
+        self, task: Task, calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]], opts: Options
+    ) -> list[Job]:
+        news = self._prepare(task, calls, opts)
+        results = self.backend.enqueue(news, connection=opts.connection)
+        return self._after_enqueue(task, results)
+
+    async def _enqueue_async(
+        self, task: Task, calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]], opts: Options
+    ) -> list[Job]:
+        if opts.connection is not None:
+            raise ConfigError("connection= needs the sync enqueue (the transaction is the caller's)")
+        news = self._prepare(task, calls, opts)
+        results = await self.backend.enqueue_async(news)
+        return self._after_enqueue(task, results)
+
+    def _after_enqueue(self, task: Task, results: Sequence[Any]) -> list[Job]:
+        jobs = [Job(self, r.id) for r in results]
+        hook = task.hooks.enqueue
+        if hook is not None or task.is_class:
+            for job, r in zip(jobs, results, strict=True):
+                if r.created:
+                    self._enqueue_hook(task, job)
+        return jobs
+
+    def _enqueue_hook(self, task: Task, job: Job) -> None:
+        if task.is_class:
+            hook = task.prepare_args(job.args, job.kwargs).hooks.enqueue
+        else:
+            hook = task.hooks.enqueue
+        if hook is not None:
+            hook(job)
+
+    def get_job(self, job_id: str) -> Job | None:
+        """The job with ``job_id``, or None if there is none."""
+        rec = self.backend.get_job(job_id)
+        return None if rec is None else Job(self, job_id, record=rec)
+
+    # --- low-level lanes -------------------------------------------------------------
+
+    def lane(self, lane_id: str, queue: str = C.DEFAULT_QUEUE) -> LaneProducer:
+        """A producer for one lane of ``queue`` (SPEC §4, the WorkerRoulette model)."""
+        from ._lanes import LaneProducer
+
+        return LaneProducer(self, lane_id, queue)
+
+    def claim(self, queue: str, batch: int = 1, *, lease_s: float | None = None) -> Batch | None:
+        """Take the next ready lane of ``queue`` with up to ``batch`` of its messages."""
+        from ._lanes import claim_batch
+
+        return claim_batch(self, queue, batch, lease_s or self.lease_s)
+
+    def batches(
+        self,
+        queue: str,
+        batch: int = 1,
+        *,
+        on_ready: Callable[[], Any] | None = None,
+        lease_s: float | None = None,
+        stop: threading.Event | None = None,
+    ) -> Iterator[Batch]:
+        """Yield batches of ``queue`` as they come, blocking (no busy loop) in between.
+
+        ``on_ready`` is called once the iterator is waiting for work; setting ``stop``
+        ends the iteration.
+        """
+        from ._lanes import iter_batches
+
+        return iter_batches(self, queue, batch, on_ready, lease_s or self.lease_s, stop)
+
+    # --- running -----------------------------------------------------------------------
+
+    def worker(self, queues: Sequence[str] | str | None = None, **settings: Any) -> Worker:
+        """A worker for ``queues`` (priority order). See ``laneway.Worker`` for settings."""
+        from ._worker import Worker
+
+        return Worker(self, queues, **settings)
+
+    def run_until_idle(self, queues: Sequence[str] | None = None, *, max_jobs: int = 100_000) -> int:
+        """Run every job that is due now, one at a time in this thread; returns how many.
+
+        For unit tests and scripts: retries and delayed jobs that are not yet due stay
+        (advance the test clock and call again). Queues default to every queue with jobs.
+        """
+        from ._execute import Runner
+
+        runner = Runner(self)
+        done = 0
+        while done < max_jobs:
+            names = list(queues) if queues else [s.queue for s in self.backend.stats()]
+            claimed = self.backend.claim(names, worker="inline", limit=1, lease_s=self.lease_s)
+            if not claimed:
+                return done
+            self.backend.finish([runner.run(claimed[0])])
+            done += 1
+        return done
+
+    async def run_until_idle_async(self, queues: Sequence[str] | None = None) -> int:
+        """``run_until_idle`` for async tests (runs in a thread)."""
+        return await asyncio.to_thread(self.run_until_idle, queues)
+
+
+def _first(*values: Any) -> Any:
+    return next(v for v in values if v is not None)
+
+
+def _unregistered(*_args: Any, **_kwargs: Any) -> None:
+    raise ConfigError("a task sent by name runs on the worker that registered it")

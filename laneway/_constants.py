@@ -1,0 +1,47 @@
+"""Every default and reserved name of laneway, in one place, with units in the names."""
+
+from __future__ import annotations
+
+DEFAULT_URL = "sqlite:///laneway.db"
+"""Backend used when neither ``App(url=...)`` nor ``$LANEWAY_URL`` is given."""
+URL_ENV = "LANEWAY_URL"
+DEFAULT_NAMESPACE = "laneway"
+DEFAULT_QUEUE = "default"
+
+MAX_PAYLOAD_BYTES = 1024 * 1024
+"""Largest encoded job payload accepted at enqueue (``App(max_payload_bytes=...)``)."""
+
+MAX_ATTEMPTS = 20
+"""Deliveries before a failing job goes dead (Sidekiq's 25, Dramatiq's 20)."""
+RESULT_TTL_S = 86_400.0
+"""How long a finished job and its result are kept."""
+
+LEASE_S = 60.0
+"""Lease taken on claimed work; renewed by the worker's heartbeat."""
+HEARTBEAT_S = 10.0
+"""How often a worker renews its leases (must be well under ``LEASE_S``)."""
+SWEEP_S = 5.0
+"""How often each worker looks for expired leases of dead workers."""
+IDLE_WAIT_S = 1.0
+"""Longest a worker with free slots sleeps before asking again (backends wake it sooner)."""
+GRACE_S = 30.0
+"""Time running jobs get to finish after SIGTERM/SIGINT before they are released."""
+
+RETRY_BASE_S = 1.0
+"""First retry delay; each later retry doubles it (with jitter)."""
+RETRY_MAX_S = 3_600.0
+"""Cap on one retry delay."""
+
+PERIODIC_CHECK_S = 0.5
+"""How often a worker checks whether a periodic job's tick has come."""
+PERIODIC_GRACE_S = 60.0
+"""A tick older than this (or than its interval, if shorter) is missed, not replayed."""
+
+PRIORITY_MIN = 0
+PRIORITY_MAX = 255
+
+MESSAGE_TASK = "laneway.message"
+"""Reserved task name of low-level lane messages (``app.lane(...).send``)."""
+
+NAME_MAX_LEN = 200
+"""Longest queue, lane, namespace or task name accepted."""

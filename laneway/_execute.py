@@ -1,0 +1,204 @@
+"""Running one claimed job: decode, hooks, middleware, handler, and the verdict.
+
+Shared by the worker and by ``App.run_until_idle()``, so both follow the same rules:
+
+- undecodable payload: dead at once (``DecodeError``), it will not decode next time;
+- ``Fail``: dead at once; ``Retry(delay)``: retry after ``delay`` (or the backoff);
+- any other exception, ``SystemExit``, ``MemoryError`` and timeouts included: retry
+  with exponential backoff and jitter, dead once ``attempts`` reaches ``max_attempts``;
+- an unknown task name counts as a failed attempt (a newer worker may know it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import random
+import threading
+import traceback
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from ._codec import Call, decode_call
+from ._errors import DecodeError, EncodeError, Fail, JobTimeout, Retry, UnknownTask
+from ._job import Job
+from ._middleware import compose
+from ._records import JobRecord, Outcome, Verdict
+from ._task import Hooks
+
+if TYPE_CHECKING:
+    from ._app import App
+    from ._task import Task
+
+log = logging.getLogger("laneway.worker")
+_TRACEBACK_MAX_CHARS = 16_000
+_current: contextvars.ContextVar[Job | None] = contextvars.ContextVar("laneway_job", default=None)
+
+
+def current_job() -> Job | None:
+    """The ``Job`` being run by this handler (sync or async), or None outside one."""
+    return _current.get()
+
+
+def backoff_s(attempts: int, base_s: float, max_s: float) -> float:
+    """Delay before retry number ``attempts``: base x 2^(attempts-1), capped, with jitter
+    over the upper half ("equal jitter"), so retries of many jobs spread out."""
+    ceiling = min(max_s, base_s * (2 ** min(attempts - 1, 60)))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+class AsyncLoop:
+    """One event loop in a daemon thread where every ``async def`` handler runs."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="laneway-async", daemon=True)
+                thread.start()
+                self._loop = loop
+            return self._loop
+
+    def run(self, coro: Coroutine[Any, Any, Any], timeout_s: float | None) -> Any:
+        """Run ``coro`` on the loop and wait; cancels it after ``timeout_s``."""
+        job = _current.get()
+
+        async def guarded() -> Any:
+            _current.set(job)
+            try:
+                return await asyncio.wait_for(coro, timeout_s)
+            except asyncio.TimeoutError:
+                raise JobTimeout(f"async handler exceeded its timeout of {timeout_s} s") from None
+
+        return asyncio.run_coroutine_threadsafe(guarded(), self._get()).result()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._loop = None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _format_tb(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return text[-_TRACEBACK_MAX_CHARS:]
+
+
+def _hook(fn: Any, *args: Any) -> None:
+    if fn is None:
+        return
+    try:
+        fn(*args)
+    except Exception:  # noqa: BLE001 - a failing after-the-fact hook must not change the verdict
+        log.exception("hook %r failed", fn)
+
+
+class Runner:
+    """Turns claimed ``JobRecord``s into ``Outcome``s for one app."""
+
+    def __init__(self, app: App, loop: AsyncLoop | None = None) -> None:
+        self.app = app
+        self.loop = loop or AsyncLoop()
+        self._layers = app._execution_layers()
+
+    def run(self, rec: JobRecord) -> Outcome:
+        """Run one job to its verdict. Never raises (but for ``JobTimeout`` arriving late)."""
+        assert rec.token is not None
+        job = Job(self.app, rec.id, record=rec)
+        try:
+            call = decode_call(rec.payload)
+        except DecodeError as exc:
+            return self._dead(rec, exc, None, job)
+        job._call = call
+        reset = _current.set(job)
+        try:
+            return self._run_task(rec, job, call)
+        finally:
+            _current.reset(reset)
+
+    def _run_task(self, rec: JobRecord, job: Job, call: Call) -> Outcome:
+        assert rec.token is not None
+        task = self.app.tasks.get(rec.task)
+        if task is None:
+            return self._failed(rec, UnknownTask(f"no task named {rec.task!r} on this worker"), job, Hooks(), None)
+        try:
+            prepared = task.prepare(call)
+        except BaseException as exc:  # noqa: BLE001 - constructor of a class task failed
+            return self._failed(rec, exc, job, task.hooks, task)
+        hooks = prepared.hooks
+        try:
+            if hooks.before is not None:
+                hooks.before(job)
+            value = compose(self._layers, lambda _job: self._invoke(task, prepared.run, rec))(job)
+            result = None if value is None else self.app.codec.dumps(value, f"result of {rec.task}")
+        except Retry as exc:
+            _hook(hooks.error, job, exc)
+            return self._retry(rec, exc, job, hooks, task, exc.delay)
+        except (Fail, EncodeError) as exc:
+            _hook(hooks.error, job, exc)
+            return self._dead(rec, exc, hooks, job)
+        except BaseException as exc:  # noqa: BLE001 - SystemExit and friends fail the job, not the worker
+            _hook(hooks.error, job, exc)
+            return self._failed(rec, exc, job, hooks, task)
+        finally:
+            _hook(hooks.after, job)
+        _hook(hooks.success, job)
+        return Outcome(rec.id, rec.token, Verdict.SUCCEEDED, result=result)
+
+    def _invoke(self, task: Task, run: Any, rec: JobRecord) -> Any:
+        value = run()
+        if task.is_async:
+            return self.loop.run(value, rec.timeout_s)
+        return value
+
+    def _failed(
+        self, rec: JobRecord, exc: BaseException, job: Job, hooks: Hooks, task: Task | None
+    ) -> Outcome:
+        return self._retry(rec, exc, job, hooks, task, None)
+
+    def _retry(
+        self,
+        rec: JobRecord,
+        exc: BaseException,
+        job: Job,
+        hooks: Hooks,
+        task: Task | None,
+        delay: float | None,
+    ) -> Outcome:
+        assert rec.token is not None
+        if rec.attempts >= rec.max_attempts:
+            return self._dead(rec, exc, hooks, job, exhausted=True)
+        if delay is None:
+            base = task.backoff_s if task else self.app.backoff_s
+            cap = task.backoff_max_s if task else self.app.backoff_max_s
+            delay = backoff_s(rec.attempts, base, cap)
+        return Outcome(rec.id, rec.token, Verdict.RETRY, error=_describe(exc),
+                       traceback=_format_tb(exc), delay_s=max(0.0, delay))  # fmt: skip
+
+    def _dead(
+        self, rec: JobRecord, exc: BaseException, hooks: Hooks | None, job: Job, exhausted: bool = False
+    ) -> Outcome:
+        assert rec.token is not None
+        error = _describe(exc)
+        if exhausted:
+            error = f"{error} (attempt {rec.attempts} of {rec.max_attempts})"
+        if hooks is not None:
+            _hook(hooks.failure, job)
+        return Outcome(rec.id, rec.token, Verdict.DEAD, error=error, traceback=_format_tb(exc))
+
+    def timed_out(self, rec: JobRecord) -> Outcome:
+        """The verdict for a job whose ``JobTimeout`` escaped the runner's own handling."""
+        job = Job(self.app, rec.id, record=rec)
+        task = self.app.tasks.get(rec.task)
+        exc = JobTimeout(f"handler exceeded its timeout of {rec.timeout_s} s")
+        return self._failed(rec, exc, job, task.hooks if task else Hooks(), task)

@@ -1,0 +1,111 @@
+"""Middleware: one onion style for both stacks.
+
+A layer is any callable ``layer(item, call_next)``. The enqueue stack receives an
+``Envelope`` for each job about to be stored and returns it (layers may add headers,
+change options, or raise to refuse); storing follows in one round trip for the whole
+batch. The execution stack receives the ``Job`` being run and returns the handler's
+value; exceptions travel back out through every layer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ._errors import Retry
+from ._timeouts import Watchdog
+
+if TYPE_CHECKING:
+    from ._job import Job
+    from ._task import Options, Task
+
+log = logging.getLogger("laneway.worker")
+
+
+@dataclass(slots=True)
+class Envelope:
+    """A call on its way into the queue, as enqueue middleware sees it."""
+
+    id: str
+    task: Task
+    args: Sequence[Any]
+    kwargs: dict[str, Any]
+    options: Options
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Middleware(Protocol):
+    """A layer: do something, call ``call_next(item)``, do something with its result."""
+
+    def __call__(self, item: Any, call_next: Callable[[Any], Any]) -> Any: ...
+
+
+def compose(layers: Sequence[Middleware], inner: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Wrap ``inner`` in ``layers``; the first layer is the outermost."""
+    call = inner
+    for layer in reversed(layers):
+        call = _bind(layer, call)
+    return call
+
+
+def _bind(layer: Middleware, call_next: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda item: layer(item, call_next)
+
+
+class ErrorReporting:
+    """Hands every exception but ``Retry`` to ``reporter(exc, job)``, then re-raises."""
+
+    def __init__(self, reporter: Callable[[BaseException, Job], Any]) -> None:
+        self.reporter = reporter
+
+    def __call__(self, job: Job, call_next: Callable[[Job], Any]) -> Any:
+        try:
+            return call_next(job)
+        except Retry:
+            raise
+        except BaseException as exc:
+            try:
+                self.reporter(exc, job)
+            except Exception:  # noqa: BLE001 - a broken reporter must not fail the job twice
+                log.exception("exception_reporter failed for job %s", job.id)
+            raise
+
+
+class Logging:
+    """Logs each run under ``laneway.worker``: start and end at DEBUG, failures at WARNING."""
+
+    def __call__(self, job: Job, call_next: Callable[[Job], Any]) -> Any:
+        start = time.perf_counter()
+        log.debug("job %s %s started (attempt %s)", job.id, job.task_name, job.attempts)
+        try:
+            value = call_next(job)
+        except Retry as exc:
+            log.info("job %s %s asked for a retry: %s", job.id, job.task_name, exc)
+            raise
+        except BaseException as exc:
+            log.warning("job %s %s failed: %s: %s", job.id, job.task_name, type(exc).__name__, exc)
+            raise
+        log.debug("job %s %s done in %.1f ms", job.id, job.task_name, (time.perf_counter() - start) * 1e3)
+        return value
+
+
+class Timeout:
+    """Interrupts a sync handler that runs past its job's ``timeout`` (async ones are
+    cancelled by the runner itself)."""
+
+    def __init__(self, watchdog: Watchdog, is_async: Callable[[str], bool]) -> None:
+        self.watchdog = watchdog
+        self.is_async = is_async
+
+    def __call__(self, job: Job, call_next: Callable[[Job], Any]) -> Any:
+        rec = job.record
+        if rec is None or rec.timeout_s is None or self.is_async(rec.task):
+            return call_next(job)
+        alarm = self.watchdog.arm(rec.timeout_s)
+        try:
+            return call_next(job)
+        finally:
+            self.watchdog.disarm(alarm)

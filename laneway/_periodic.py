@@ -1,0 +1,64 @@
+"""Periodic schedules: which tick is due, computed the same way on every worker.
+
+Every worker computes the latest tick at or before the backend's now; the backend's
+``claim_tick`` lets exactly one of them enqueue the job for it. Ticks are absolute
+times (cron in UTC, ``every`` aligned to the epoch), so all workers agree on them.
+A tick older than its grace (the shorter of its interval and ``PERIODIC_GRACE_S``) is
+missed and not replayed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from croniter import croniter
+
+from ._constants import PERIODIC_GRACE_S
+from ._errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A cron expression (UTC) or a fixed interval, for the task ``name``."""
+
+    name: str
+    cron: str | None
+    every_s: float | None
+
+    @classmethod
+    def parse(cls, name: str, cron: str | None, every: timedelta | float | None) -> Schedule:
+        if (cron is None) == (every is None):
+            raise ConfigError(f"periodic task {name!r}: give exactly one of a cron string or every=")
+        if cron is not None:
+            if not isinstance(cron, str) or not croniter.is_valid(cron):
+                raise ConfigError(f"periodic task {name!r}: {cron!r} is not a valid cron expression")
+            return cls(name, cron, None)
+        seconds = every.total_seconds() if isinstance(every, timedelta) else every
+        if not isinstance(seconds, (int, float)) or seconds <= 0:
+            raise ConfigError(f"periodic task {name!r}: every= must be a positive interval")
+        return cls(name, None, float(seconds))
+
+    def latest_tick(self, now: float) -> float:
+        """The latest tick at or before ``now`` (epoch seconds)."""
+        if self.every_s is not None:
+            return math.floor(now / self.every_s) * self.every_s
+        assert self.cron is not None
+        base = datetime.fromtimestamp(now, tz=timezone.utc)
+        it = croniter(self.cron, base + timedelta(microseconds=1))
+        return float(it.get_prev(float))
+
+    def interval_s(self, tick: float) -> float:
+        """Seconds from ``tick`` to the next tick."""
+        if self.every_s is not None:
+            return self.every_s
+        assert self.cron is not None
+        it = croniter(self.cron, datetime.fromtimestamp(tick, tz=timezone.utc))
+        return float(it.get_next(float)) - tick
+
+    def due_tick(self, now: float) -> float | None:
+        """The tick to enqueue now, or None if the latest one is past its grace."""
+        tick = self.latest_tick(now)
+        grace = min(PERIODIC_GRACE_S, self.interval_s(tick))
+        return tick if now - tick < grace else None

@@ -1,0 +1,209 @@
+"""Tasks: registered functions or classes, and the options a call is enqueued with."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from ._errors import ConfigError
+from ._names import check_lane, check_name
+from ._records import OnDead
+
+if TYPE_CHECKING:
+    from ._app import App
+    from ._codec import Call
+    from ._job import Job
+
+Hook = Callable[..., Any]
+HOOK_NAMES = ("enqueue", "before", "after", "success", "error", "failure")
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """How a call is enqueued. ``None`` means "the task's or app's default"."""
+
+    queue: str | None = None
+    lane: str | None = None
+    priority: int | None = None
+    delay: float | None = None
+    run_at: float | None = None
+    max_attempts: int | None = None
+    timeout: float | None = None
+    unique: str | None = None
+    result_ttl: float | None = None
+    on_dead: OnDead | None = None
+    connection: Any = None
+
+    def merge(self, **changes: Any) -> Options:
+        """A copy with ``changes`` validated and applied (unknown names are an error)."""
+        known = {f.name for f in fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise ConfigError(f"unknown option(s) {sorted(unknown)}; options are {sorted(known)}")
+        return replace(self, **_validate(changes))
+
+
+def _seconds(value: Any, what: str) -> float:
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ConfigError(f"{what} must be a non-negative number of seconds, not {value!r}")
+    return float(value)
+
+
+def _validate(opts: dict[str, Any]) -> dict[str, Any]:
+    out = dict(opts)
+    if out.get("queue") is not None:
+        check_name(out["queue"], "queue")
+    if "lane" in out:
+        out["lane"] = check_lane(out["lane"])
+    for key in ("delay", "timeout", "result_ttl"):
+        if out.get(key) is not None:
+            out[key] = _seconds(out[key], key)
+    if out.get("timeout") == 0:
+        raise ConfigError("timeout must be more than 0 seconds (or None for no timeout)")
+    run_at = out.get("run_at")
+    if isinstance(run_at, datetime):
+        if run_at.tzinfo is None:
+            raise ConfigError("run_at must be a timezone-aware datetime (naive times are ambiguous)")
+        out["run_at"] = run_at.timestamp()
+    elif run_at is not None and not isinstance(run_at, (int, float)):
+        raise ConfigError(f"run_at must be an aware datetime or epoch seconds, not {run_at!r}")
+    attempts = out.get("max_attempts")
+    if attempts is not None and (isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1):
+        raise ConfigError(f"max_attempts must be an int >= 1, not {attempts!r}")
+    unique = out.get("unique")
+    if unique is not None and (not isinstance(unique, str) or not unique):
+        raise ConfigError(f"unique must be a non-empty string, not {unique!r}")
+    if out.get("on_dead") is not None:
+        try:
+            out["on_dead"] = OnDead(out["on_dead"])
+        except ValueError:
+            raise ConfigError(f"on_dead must be 'skip' or 'block', not {out['on_dead']!r}") from None
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Hooks:
+    """Lifecycle callbacks. Each takes the ``Job``; ``error`` also takes the exception."""
+
+    enqueue: Hook | None = None
+    before: Hook | None = None
+    after: Hook | None = None
+    success: Hook | None = None
+    error: Hook | None = None
+    failure: Hook | None = None
+
+
+@dataclass(slots=True)
+class Prepared:
+    """One call ready to run: the callable to invoke and the hooks that go with it."""
+
+    run: Callable[[], Any]
+    hooks: Hooks
+
+
+class _Enqueuer:
+    """``enqueue``, ``enqueue_many`` and ``enqueue_async`` over a task and options."""
+
+    task: Task
+    opts: Options
+
+    def options(self, **changes: Any) -> BoundTask:
+        """A copy of this task bound to options (queue, lane, priority, delay, run_at,
+        max_attempts, timeout, unique, result_ttl, on_dead, connection)."""
+        return BoundTask(self.task, self.opts.merge(**changes))
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> Job:
+        """Enqueue one call; returns its ``Job`` (or the pending job with the same unique key).
+
+        ``connection=`` here is taken as the transaction to enqueue in, unless the task
+        itself has a parameter of that name (then use ``options(connection=...)``).
+        """
+        opts = self._pop_connection(kwargs)
+        return self.task.app._enqueue(self.task, [(args, kwargs)], opts)[0]
+
+    def enqueue_many(
+        self, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
+    ) -> list[Job]:
+        """Enqueue many ``(args, kwargs)`` calls in one round trip, all or none."""
+        return self.task.app._enqueue(self.task, list(calls), self.opts)
+
+    async def enqueue_async(self, *args: Any, **kwargs: Any) -> Job:
+        """``enqueue`` for asyncio producers."""
+        opts = self._pop_connection(kwargs)
+        jobs = await self.task.app._enqueue_async(self.task, [(args, kwargs)], opts)
+        return jobs[0]
+
+    def _pop_connection(self, kwargs: dict[str, Any]) -> Options:
+        if "connection" in kwargs and not self.task.takes_connection:
+            return self.opts.merge(connection=kwargs.pop("connection"))
+        return self.opts
+
+
+class Task(_Enqueuer):
+    """A registered task. Call it to run it here; ``enqueue`` it to run it on a worker."""
+
+    def __init__(
+        self,
+        app: App,
+        target: Callable[..., Any] | type,
+        *,
+        name: str,
+        opts: Options,
+        hooks: Hooks,
+        backoff_s: float,
+        backoff_max_s: float,
+    ) -> None:
+        self.app = app
+        self.task = self
+        self.target = target
+        self.name = check_name(name, "task name")
+        self.opts = opts
+        self.hooks = hooks
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.is_class = inspect.isclass(target)
+        if self.is_class and not callable(getattr(target, "process", None)):
+            raise ConfigError(f"class task {name!r} needs a process(self) method")
+        func = getattr(target, "process") if self.is_class else target
+        self.is_async = inspect.iscoroutinefunction(func)
+        sig_target = target.__init__ if self.is_class else target  # type: ignore[misc]
+        try:
+            self.takes_connection = "connection" in inspect.signature(sig_target).parameters
+        except (TypeError, ValueError):
+            self.takes_connection = False
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} queue={self.opts.queue}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the task here and now, without a queue."""
+        return self.prepare_args(list(args), kwargs).run()
+
+    def prepare(self, call: Call) -> Prepared:
+        """Build what the worker runs for one decoded call."""
+        return self.prepare_args(call.args, call.kwargs)
+
+    def prepare_args(self, args: list[Any], kwargs: dict[str, Any]) -> Prepared:
+        if not self.is_class:
+            target = self.target
+            return Prepared(lambda: target(*args, **kwargs), self.hooks)
+        instance = self.target(*args, **kwargs)
+        found = {h: getattr(instance, h, None) for h in HOOK_NAMES}
+        return Prepared(instance.process, Hooks(**{k: v for k, v in found.items() if callable(v)}))
+
+
+class BoundTask(_Enqueuer):
+    """A task with options applied; made by ``Task.options(...)``."""
+
+    def __init__(self, task: Task, opts: Options) -> None:
+        self.task = task
+        self.opts = opts
+
+    def __repr__(self) -> str:
+        return f"<BoundTask {self.task.name} {self.opts}>"

@@ -1,0 +1,386 @@
+"""The worker: pulls work only for free slots, runs it, acks it, keeps its leases alive.
+
+Threads of one worker:
+
+- the *fetch loop* (the thread that calls ``run``): claims up to ``free slots`` jobs in
+  one round trip, hands each lane's jobs to an executor, and otherwise sleeps in
+  ``backend.wait`` (woken by the backend) or on its own slot condition;
+- ``concurrency`` *executors*: run a lane's claimed jobs in order (sync handlers in the
+  executor thread, async ones on the shared event loop);
+- the *acker*: sends every outcome that is ready in one ``finish`` round trip, then frees
+  the slots, so a slot counts as busy until its job is acked;
+- the *maintainer*: renews leases (``heartbeat_s``), sweeps dead workers' leases
+  (``sweep_s``) and enqueues due periodic ticks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import secrets
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Protocol
+
+from . import _constants as C
+from ._errors import ConfigError, JobTimeout
+from ._execute import AsyncLoop, Runner
+from ._names import check_name
+from ._records import JobRecord, OnDead, Outcome, Verdict
+from ._task import Options
+
+if TYPE_CHECKING:
+    from ._app import App
+
+log = logging.getLogger("laneway.worker")
+
+
+class WorkerListener(Protocol):
+    """Observes a worker (metrics, history recording). Called from worker threads."""
+
+    def on_claim(self, records: Sequence[JobRecord]) -> None: ...
+
+    def on_finish(self, outcome: Outcome, accepted: bool) -> None: ...
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    """What one ``run`` did."""
+
+    claimed: int = 0
+    succeeded: int = 0
+    retried: int = 0
+    dead: int = 0
+    released: int = 0
+    refused: int = 0
+    """Outcomes refused because the lease had been lost (fencing)."""
+
+
+def _keeps_going(out: Outcome, rec: JobRecord) -> bool:
+    """Whether the rest of a lane batch may run after this outcome."""
+    if out.verdict is Verdict.SUCCEEDED:
+        return True
+    return out.verdict is Verdict.DEAD and rec.on_dead is OnDead.SKIP
+
+
+class Worker:
+    """Runs jobs from ``queues`` (in priority order) with ``concurrency`` slots.
+
+    Args:
+        app: the app whose tasks run here.
+        queues: queue names, highest priority first; default: the app's default queue.
+        concurrency: slots, i.e. jobs held at once (never more are claimed).
+        batch: consecutive jobs of one lane taken per claimed lane (they run in order).
+        lease_s, heartbeat_s, sweep_s, grace_s, idle_wait_s: timings (see constants).
+        worker_id: name shown in leases; default ``host:pid:random``.
+        listener: optional ``WorkerListener`` (metrics, history).
+        periodic: whether this worker enqueues periodic ticks (default True).
+    """
+
+    def __init__(
+        self,
+        app: App,
+        queues: Sequence[str] | str | None = None,
+        *,
+        concurrency: int = 8,
+        batch: int = 1,
+        lease_s: float | None = None,
+        heartbeat_s: float | None = None,
+        sweep_s: float = C.SWEEP_S,
+        grace_s: float = C.GRACE_S,
+        idle_wait_s: float = C.IDLE_WAIT_S,
+        worker_id: str | None = None,
+        listener: WorkerListener | None = None,
+        periodic: bool = True,
+    ) -> None:
+        if isinstance(queues, str):
+            queues = [q for q in queues.split(",") if q]
+        self.app = app
+        self.queues = [check_name(q, "queue") for q in (queues or [app.default_queue])]
+        if concurrency < 1 or batch < 1:
+            raise ConfigError("concurrency and batch must be at least 1")
+        self.concurrency = concurrency
+        self.batch = batch
+        self.lease_s = lease_s or app.lease_s
+        self.heartbeat_s = heartbeat_s or min(C.HEARTBEAT_S, self.lease_s / 3)
+        self.sweep_s = sweep_s
+        self.grace_s = grace_s
+        self.idle_wait_s = idle_wait_s
+        self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.listener = listener
+        self.periodic = periodic
+        self.stats = WorkerStats()
+        self._loop = AsyncLoop()
+        self._runner = Runner(app, self._loop)
+        self._cond = threading.Condition()
+        self._free = concurrency
+        self._held: dict[int, dict[str, JobRecord]] = {}
+        self._work: queue.SimpleQueue[list[JobRecord] | None] = queue.SimpleQueue()
+        self._acks: queue.SimpleQueue[Outcome | None] = queue.SimpleQueue()
+        self._stopping = threading.Event()
+        self._hard_stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._last_ticks: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.id} queues={self.queues} concurrency={self.concurrency}>"
+
+    @property
+    def held(self) -> int:
+        """Jobs this worker holds right now (claimed and not yet acked)."""
+        with self._cond:
+            return self.concurrency - self._free
+
+    def stop(self) -> None:
+        """Ask the worker to stop: no more claims, running jobs finish within ``grace_s``,
+        claimed jobs that have not started are released. Safe from any thread."""
+        self._stopping.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    # --- the fetch loop ---------------------------------------------------------------------
+
+    def run(self, *, burst: bool = False) -> WorkerStats:
+        """Work until ``stop()`` (or SIGTERM/SIGINT when run in the main thread).
+
+        With ``burst=True``, return once nothing is due and nothing is held.
+        """
+        restore = self._install_signals()
+        self._start_threads()
+        try:
+            self._fetch_loop(burst)
+        finally:
+            self._shutdown()
+            restore()
+        return self.stats
+
+    def _fetch_loop(self, burst: bool) -> None:
+        backend = self.app.backend
+        while not self._stopping.is_set():
+            with self._cond:
+                while self._free == 0 and not self._stopping.is_set():
+                    self._cond.wait()
+                free = self._free
+            if self._stopping.is_set():
+                return
+            recs = backend.claim(self.queues, worker=self.id, limit=free, batch=self.batch, lease_s=self.lease_s)
+            if recs:
+                self._dispatch(recs)
+            elif burst:
+                if self.held == 0:
+                    return
+                with self._cond:
+                    self._cond.wait(0.05)
+            else:
+                backend.wait(self.queues, self.idle_wait_s)
+
+    def _dispatch(self, recs: list[JobRecord]) -> None:
+        token = recs[0].token
+        assert token is not None
+        with self._cond:
+            self._free -= len(recs)
+            self._held[token] = {rec.id: rec for rec in recs}
+        self.stats.claimed += len(recs)
+        if self.listener is not None:
+            self.listener.on_claim(recs)
+        unit = [recs[0]]
+        for rec in recs[1:]:
+            if rec.lane is not None and rec.lane == unit[-1].lane and rec.queue == unit[-1].queue:
+                unit.append(rec)
+            else:
+                self._work.put(unit)
+                unit = [rec]
+        self._work.put(unit)
+
+    # --- executors and acker ------------------------------------------------------------------
+
+    def _execute_loop(self) -> None:
+        while True:
+            unit = self._work.get()
+            if unit is None:
+                return
+            for i, rec in enumerate(unit):
+                if self._stopping.is_set() and i > 0:
+                    self._release(unit[i:])
+                    break
+                out = self._run_one(rec)
+                self._acks.put(out)
+                if not _keeps_going(out, rec):
+                    self._release(unit[i + 1 :])
+                    break
+
+    def _run_one(self, rec: JobRecord) -> Outcome:
+        try:
+            return self._runner.run(rec)
+        except JobTimeout:
+            return self._runner.timed_out(rec)
+
+    def _release(self, recs: Sequence[JobRecord]) -> None:
+        for rec in recs:
+            assert rec.token is not None
+            self._acks.put(Outcome(rec.id, rec.token, Verdict.RELEASE))
+
+    def _ack_loop(self) -> None:
+        backend = self.app.backend
+        while True:
+            first = self._acks.get()
+            if first is None:
+                return
+            batch = [first]
+            while True:
+                try:
+                    more = self._acks.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._acks.put(None)
+                    break
+                batch.append(more)
+            try:
+                accepted = backend.finish(batch)
+            except Exception:  # noqa: BLE001 - the lease will expire and the work come back
+                log.exception("finish failed for %d outcomes; their leases will expire", len(batch))
+                accepted = [False] * len(batch)
+            self._settle(batch, accepted)
+
+    def _settle(self, batch: list[Outcome], accepted: list[bool]) -> None:
+        s = self.stats
+        for out, ok in zip(batch, accepted, strict=True):
+            if not ok:
+                s.refused += 1
+                log.warning("lease lost: outcome %s of job %s refused", out.verdict.value, out.job_id)
+            elif out.verdict is Verdict.SUCCEEDED:
+                s.succeeded += 1
+            elif out.verdict is Verdict.RETRY:
+                s.retried += 1
+            elif out.verdict is Verdict.DEAD:
+                s.dead += 1
+            else:
+                s.released += 1
+            if self.listener is not None:
+                self.listener.on_finish(out, ok)
+        with self._cond:
+            for out in batch:
+                held = self._held.get(out.token)
+                if held is not None:
+                    held.pop(out.job_id, None)
+                    if not held:
+                        del self._held[out.token]
+            self._free += len(batch)
+            self._cond.notify_all()
+
+    # --- maintenance --------------------------------------------------------------------------
+
+    def _maintain_loop(self) -> None:
+        backend = self.app.backend
+        next_beat = next_sweep = time.monotonic()
+        while not self._hard_stop.wait(min(C.PERIODIC_CHECK_S, self.heartbeat_s)):
+            now = time.monotonic()
+            try:
+                if now >= next_beat:
+                    next_beat = now + self.heartbeat_s
+                    self._heartbeat()
+                if now >= next_sweep and not self._stopping.is_set():
+                    next_sweep = now + self.sweep_s
+                    if backend.sweep():
+                        with self._cond:
+                            self._cond.notify_all()
+                if self.periodic and self.app.schedules and not self._stopping.is_set():
+                    self._tick_schedules()
+            except Exception:  # noqa: BLE001 - keep maintaining; the backend may come back
+                log.exception("worker maintenance failed; retrying")
+
+    def _heartbeat(self) -> None:
+        with self._cond:
+            tokens = list(self._held)
+        if not tokens:
+            return
+        alive = self.app.backend.extend(tokens, self.lease_s)
+        for token, ok in zip(tokens, alive, strict=True):
+            if not ok:
+                log.warning("lease %s lost; its jobs may run elsewhere and their acks will be refused", token)
+
+    def _tick_schedules(self) -> None:
+        now = self.app.backend.now()
+        for name, schedule in self.app.schedules.items():
+            tick = schedule.due_tick(now)
+            if tick is None or tick <= self._last_ticks.get(name, float("-inf")):
+                continue
+            self._last_ticks[name] = tick
+            task = self.app.tasks[name]
+            job = self.app._prepare(task, [((), {})], Options())[0]
+            if self.app.backend.claim_tick(name, tick, job):
+                log.info("periodic %s: enqueued tick %s", name, tick)
+
+    # --- life cycle ------------------------------------------------------------------------------
+
+    def _start_threads(self) -> None:
+        def start(target: Callable[[], None], name: str) -> None:
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+        for i in range(self.concurrency):
+            start(self._execute_loop, f"laneway-exec-{i}")
+        start(self._ack_loop, "laneway-ack")
+        start(self._maintain_loop, "laneway-maintain")
+
+    def _shutdown(self) -> None:
+        """Stop claiming, let running jobs finish within ``grace_s``, release the rest."""
+        self._stopping.set()
+        deadline = time.monotonic() + self.grace_s
+        with self._cond:
+            while self._free < self.concurrency and time.monotonic() < deadline:
+                self._cond.wait(max(0.0, min(0.1, deadline - time.monotonic())))
+            still = [rec for held in self._held.values() for rec in held.values()]
+        if still:
+            self._release_all(still)
+        for _ in range(self.concurrency):
+            self._work.put(None)
+        self._acks.put(None)
+        self._hard_stop.set()
+        for t in self._threads:
+            t.join(timeout=1.0)
+        self._loop.close()
+
+    def _release_all(self, recs: list[JobRecord]) -> None:
+        """Give back every job still held after the grace period, attempts not spent.
+
+        A handler still running in its thread cannot be killed; its later ack is refused.
+        """
+        outs = [Outcome(rec.id, rec.token, Verdict.RELEASE) for rec in recs if rec.token is not None]
+        try:
+            accepted = self.app.backend.finish(outs)
+        except Exception:  # noqa: BLE001 - the leases will expire instead
+            log.exception("could not release %d jobs; their leases will expire", len(outs))
+            return
+        log.warning("released %d jobs still running after the %.0f s grace period", sum(accepted), self.grace_s)
+
+    def _install_signals(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            if self._stopping.is_set() and signum == signal.SIGINT:
+                self.grace_s = 0
+            log.info("signal %s: stopping (grace %.0f s)", signum, self.grace_s)
+            self.stop()
+
+        old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+
+        def restore() -> None:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+        return restore
+
+
+def run_worker(app: App, queues: Sequence[str], **settings: Any) -> WorkerStats:
+    """Build and run a worker until it is stopped (used by the CLI's child processes)."""
+    return Worker(app, queues, **settings).run()

@@ -1,0 +1,49 @@
+"""Backends, chosen by URL scheme. ``open_backend(url, namespace)`` makes one."""
+
+from __future__ import annotations
+
+import threading
+from urllib.parse import urlsplit
+
+from .._errors import ConfigError
+from ._base import Backend
+
+__all__ = ["Backend", "open_backend"]
+
+_shared_memory: dict[tuple[str, str], Backend] = {}
+_shared_lock = threading.Lock()
+
+
+def open_backend(url: str, namespace: str) -> Backend:
+    """The backend for ``url``: ``memory://``, ``sqlite:///path``, ``redis://``,
+    ``rediss://``, ``redis+cluster://`` or ``postgresql://``.
+
+    ``memory://`` URLs are process-wide: every app of one process with the same URL and
+    namespace shares one store, as apps sharing a server would.
+    """
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        from .memory import MemoryBackend
+
+        with _shared_lock:
+            return _shared_memory.setdefault((url, namespace), MemoryBackend())
+    if scheme == "sqlite":
+        from .sqlite import SQLiteBackend
+
+        return SQLiteBackend(url, namespace=namespace)
+    if scheme in ("redis", "rediss", "unix"):
+        from .redis import RedisBackend
+
+        return RedisBackend(url, namespace=namespace)
+    if scheme == "redis+cluster":
+        from .redis import RedisClusterBackend
+
+        return RedisClusterBackend(url, namespace=namespace)
+    if scheme in ("postgresql", "postgres"):
+        from .postgres import PostgresBackend
+
+        return PostgresBackend(url, namespace=namespace)
+    raise ConfigError(
+        f"unknown backend URL scheme {scheme!r} in {url!r}: use memory://, sqlite:///path.db, "
+        "redis://, rediss://, redis+cluster:// or postgresql://"
+    )

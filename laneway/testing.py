@@ -1,0 +1,82 @@
+"""What users test with: the in-memory backend, a controllable clock, and assertions.
+
+```python
+from laneway.testing import Clock, memory_app, enqueued
+
+clock = Clock()
+app = memory_app(clock=clock)
+
+@app.task
+def send(to: str) -> None: ...
+
+send.options(delay=60).enqueue("ann")
+assert app.run_until_idle() == 0     # not due yet
+clock.advance(60)
+assert app.run_until_idle() == 1
+```
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from ._app import App
+from ._job import Job
+from ._records import Status
+from .backends.memory import MemoryBackend
+
+__all__ = ["Clock", "MemoryBackend", "assert_enqueued", "enqueued", "memory_app"]
+
+
+class Clock:
+    """A clock that only moves when told to. Call it for the time (epoch seconds)."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self._now = time.time() if start is None else start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> float:
+        """Move forward by ``seconds``; returns the new time."""
+        with self._lock:
+            self._now += seconds
+            return self._now
+
+    def set(self, now: float) -> None:
+        """Jump to ``now`` (never backwards)."""
+        with self._lock:
+            if now < self._now:
+                raise ValueError("the test clock does not go backwards")
+            self._now = now
+
+
+def memory_app(clock: Clock | None = None, **app_kwargs: Any) -> App:
+    """An ``App`` on its own in-memory backend (a private one, not shared by URL)."""
+    backend = MemoryBackend(clock or time.time)
+    return App("memory://", backend=backend, **app_kwargs)
+
+
+def enqueued(
+    app: App, task: Any = None, *, queue: str | None = None, lane: str | None = None,
+    status: Status | None = None,
+) -> list[Job]:  # fmt: skip
+    """Jobs stored in ``app``'s backend, oldest first, filtered by task (a ``Task`` or
+    name), queue, lane and status."""
+    name = getattr(task, "name", task)
+    recs = app.backend.list_jobs(queue=queue, lane=lane, status=status, limit=1_000_000)
+    return [Job(app, r.id, record=r) for r in reversed(recs) if name is None or r.task == name]
+
+
+def assert_enqueued(app: App, task: Any, *args: Any, **kwargs: Any) -> Job:
+    """Assert that a call of ``task`` with exactly these arguments is pending; return it."""
+    jobs = [j for j in enqueued(app, task) if j.status.pending]
+    for job in jobs:
+        if job.args == list(args) and job.kwargs == kwargs:
+            return job
+    calls = [(j.args, j.kwargs) for j in jobs]
+    raise AssertionError(f"no pending {getattr(task, 'name', task)}{args!r} {kwargs!r}; pending: {calls!r}")
