@@ -28,8 +28,10 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
+from .._errors import ConfigError
 from .._records import (
     EnqueueResult,
     JobRecord,
@@ -108,8 +110,12 @@ class Backend(ABC):
         """
 
     @abstractmethod
-    def finish(self, outcomes: Sequence[Outcome]) -> list[bool]:
+    def finish(self, outcomes: Sequence[Outcome], *, connection: Any = None) -> list[bool]:
         """Apply workers' outcomes in one round trip; returns, per outcome, if accepted.
+
+        With ``connection`` (SQL backends; one from ``transaction()``), the outcomes are
+        written inside that open transaction and take effect only if it commits: this is
+        how a ``transactional=True`` task's own writes and its completion commit together.
 
         Each outcome is atomic on its own and accepted only if its job is running under
         that token and the lease has not expired (fencing); a refused outcome changes
@@ -124,6 +130,11 @@ class Backend(ABC):
         A lane is released, and becomes ready again if it has work, once every job its
         lease took has been finished.
         """
+
+    def transaction(self) -> AbstractContextManager[Any]:
+        """A context manager yielding a DB-API connection inside an open transaction,
+        committed on normal exit and rolled back on an exception (SQL backends only)."""
+        raise ConfigError(f"{type(self).__name__} has no transactions (use an SQL backend)")
 
     @abstractmethod
     def sweep(self, *, worker: str | None = None) -> int:

@@ -278,7 +278,9 @@ class MemoryBackend(Backend):
                 out.append(alive)
             return out
 
-    def finish(self, outcomes: Sequence[Outcome]) -> list[bool]:
+    def finish(self, outcomes: Sequence[Outcome], *, connection: Any = None) -> list[bool]:
+        if connection is not None:
+            raise ConfigError("memory:// has no transactions: connection= is for SQL backends")
         with self._lock:
             now = self._clock()
             return [self._finish_one(o, now) for o in outcomes]
