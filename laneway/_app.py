@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -134,7 +135,7 @@ class App:
 
     def _register(self, target: Any, options: dict[str, Any]) -> Task:
         opts = dict(options)
-        name = opts.pop("name", None) or f"{target.__module__}.{target.__qualname__}"
+        name = opts.pop("name", None) or default_task_name(target)
         hooks = Hooks(**{h: opts.pop(h) for h in list(opts) if h in Hooks.__dataclass_fields__})
         backoff = opts.pop("backoff_s", self.backoff_s)
         backoff_max = opts.pop("backoff_max_s", self.backoff_max_s)
@@ -159,8 +160,10 @@ class App:
         schedule_args = (cron, every)
 
         def register(fn: Callable[..., Any]) -> Task:
-            task = self._register(fn, options)
-            self.schedules[task.name] = Schedule.parse(task.name, *schedule_args)
+            name = options.get("name") or default_task_name(fn)
+            schedule = Schedule.parse(name, *schedule_args)
+            task = self._register(fn, {**options, "name": name})
+            self.schedules[task.name] = schedule
             return task
 
         return register
@@ -313,18 +316,27 @@ class App:
 
         runner = Runner(self)
         done = 0
-        while done < max_jobs:
-            names = list(queues) if queues else [s.queue for s in self.backend.stats()]
-            claimed = self.backend.claim(names, worker="inline", limit=1, lease_s=self.lease_s)
-            if not claimed:
-                return done
-            self.backend.finish([runner.run(claimed[0])])
-            done += 1
+        try:
+            while done < max_jobs:
+                names = list(queues) if queues else [s.queue for s in self.backend.stats()]
+                claimed = self.backend.claim(names, worker="inline", limit=1, lease_s=self.lease_s)
+                if not claimed:
+                    break
+                self.backend.finish([runner.run(claimed[0])])
+                done += 1
+        finally:
+            runner.loop.close()
         return done
 
     async def run_until_idle_async(self, queues: Sequence[str] | None = None) -> int:
         """``run_until_idle`` for async tests (runs in a thread)."""
         return await asyncio.to_thread(self.run_until_idle, queues)
+
+
+def default_task_name(target: Any) -> str:
+    """``module.qualname`` without the ``<locals>``/``<lambda>`` brackets."""
+    raw = f"{target.__module__}.{target.__qualname__}"
+    return re.sub(r"[^A-Za-z0-9_.:@/+=-]", "", raw)
 
 
 def _first(*values: Any) -> Any:

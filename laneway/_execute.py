@@ -53,14 +53,15 @@ class AsyncLoop:
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def _get(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
-                thread = threading.Thread(target=loop.run_forever, name="laneway-async", daemon=True)
-                thread.start()
+                self._thread = threading.Thread(target=loop.run_forever, name="laneway-async", daemon=True)
+                self._thread.start()
                 self._loop = loop
             return self._loop
 
@@ -77,11 +78,17 @@ class AsyncLoop:
 
         return asyncio.run_coroutine_threadsafe(guarded(), self._get()).result()
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the loop (handlers still running on it are abandoned) and close it."""
         with self._lock:
-            if self._loop is not None:
-                self._loop.call_soon_threadsafe(self._loop.stop)
-                self._loop = None
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout_s)
+        if not thread.is_alive():
+            loop.close()
 
 
 def _describe(exc: BaseException) -> str:

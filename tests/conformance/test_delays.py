@@ -1,0 +1,74 @@
+"""SPEC §3 rule 4: delayed jobs are invisible until due and join their lane then."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+
+import laneway
+from laneway._records import Status
+from laneway.backends import Backend
+
+from .conftest import Workers, wait_for
+
+
+def test_rule4_delayed_job_is_invisible_until_due(backend: Backend, app: laneway.App) -> None:
+    @app.task(name="d")
+    def d() -> None: ...
+
+    job = d.options(delay=0.4).enqueue()
+    assert job.refresh().status is Status.SCHEDULED
+    assert backend.claim(["default"], worker="w", limit=1, lease_s=30) == []
+    time.sleep(0.5)
+    recs = backend.claim(["default"], worker="w", limit=1, lease_s=30)
+    assert [r.id for r in recs] == [job.id]
+
+
+def test_rule4_run_at_takes_an_aware_datetime(backend: Backend, app: laneway.App) -> None:
+    @app.task(name="d")
+    def d() -> None: ...
+
+    job = d.options(run_at=datetime.now(timezone.utc) + timedelta(seconds=0.3)).enqueue()
+    assert backend.claim(["default"], worker="w", limit=1, lease_s=30) == []
+    time.sleep(0.4)
+    assert [r.id for r in backend.claim(["default"], worker="w", limit=1, lease_s=30)] == [job.id]
+
+
+def test_rule4_delayed_job_joins_its_lane_when_due_not_when_sent(backend: Backend, app: laneway.App) -> None:
+    @app.task(name="d")
+    def d(tag: str) -> None: ...
+
+    d.options(lane="x", delay=0.3).enqueue("late")
+    d.options(lane="x").enqueue("now")
+    got = backend.claim(["default"], worker="w", limit=5, batch=5, lease_s=30)
+    assert [laneway.Job(app, r.id, record=r).args[0] for r in got] == ["now"]
+
+
+def test_rule4_a_waiting_worker_notices_a_delayed_job_coming_due(app: laneway.App, workers: Workers) -> None:
+    ran: list[float] = []
+
+    @app.task(name="d")
+    def d(due: float) -> None:
+        ran.append(time.time() - due)
+
+    workers.start(app, concurrency=1, idle_wait_s=1.0)
+    time.sleep(0.1)
+    d.options(delay=0.3).enqueue(time.time() + 0.3)
+    wait_for(lambda: bool(ran), 5, "delayed job")
+    assert 0 <= ran[0] < 0.5 + 1.0
+
+
+def test_rule4_many_workers_promote_a_due_job_once(app: laneway.App, workers: Workers) -> None:
+    ran = []
+
+    @app.task(name="once")
+    def once(i: int) -> None:
+        ran.append(i)
+
+    for i in range(20):
+        once.options(delay=0.2).enqueue(i)
+    for _ in range(3):
+        workers.start(app, concurrency=4)
+    wait_for(lambda: len(ran) == 20, 10, "20 delayed jobs")
+    time.sleep(0.3)
+    assert sorted(ran) == list(range(20))
