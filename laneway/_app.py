@@ -16,7 +16,7 @@ from ._codec import Codec
 from ._errors import ConfigError, PayloadTooLarge
 from ._job import Job
 from ._lanes import Preprocessors
-from ._middleware import ErrorReporting, Envelope, Logging, Middleware, Timeout, compose
+from ._middleware import Envelope, ErrorReporting, Logging, Middleware, Timeout, compose
 from ._names import check_name, check_namespace
 from ._periodic import Schedule
 from ._records import NewJob, OnDead, Priority
@@ -27,6 +27,7 @@ from .backends import Backend, open_backend
 if TYPE_CHECKING:
     from ._lanes import Batch, LaneProducer
     from ._worker import Worker
+
 
 def new_id() -> str:
     """A 32-hex-digit job id that sorts by creation time (48-bit ms clock + 80 random bits)."""
@@ -126,7 +127,9 @@ class App:
 
         Keyword options: ``name`` (default ``module.qualname``), ``queue``, ``priority``,
         ``max_attempts``, ``timeout``, ``result_ttl``, ``on_dead`` ("skip" or "block"),
-        ``backoff_s``, ``backoff_max_s``, and the hooks ``enqueue``, ``before``, ``after``,
+        ``backoff_s``, ``backoff_max_s``, ``transactional`` (SQL backends: the handler gets
+        ``connection=``, a connection whose transaction also marks the job done, so its
+        writes and its completion commit together or not at all), and the hooks ``enqueue``, ``before``, ``after``,
         ``success``, ``error``, ``failure`` (each ``callable(job)``; ``error(job, exc)``).
         """
         if target is not None:
@@ -137,6 +140,7 @@ class App:
         opts = dict(options)
         name = opts.pop("name", None) or default_task_name(target)
         hooks = Hooks(**{h: opts.pop(h) for h in list(opts) if h in Hooks.__dataclass_fields__})
+        transactional = bool(opts.pop("transactional", False))
         backoff = opts.pop("backoff_s", self.backoff_s)
         backoff_max = opts.pop("backoff_max_s", self.backoff_max_s)
         for key in ("lane", "delay", "run_at", "unique", "connection"):
@@ -144,6 +148,7 @@ class App:
                 raise ConfigError(f"{key!r} is a per-call option: use task.options({key}=...)")
         task = Task(self, target, name=name, opts=Options().merge(**opts), hooks=hooks,
                     backoff_s=backoff, backoff_max_s=backoff_max)  # fmt: skip
+        task.transactional = transactional
         if task.name in self.tasks:
             raise ConfigError(f"a task named {task.name!r} is already registered")
         self.tasks[task.name] = task
@@ -170,7 +175,9 @@ class App:
 
     def configure_queue(self, queue: str, *, on_dead: OnDead | str) -> None:
         """Set a queue's default ``on_dead`` policy for tasks that do not set their own."""
-        self.queue_on_dead[check_name(queue, "queue")] = Options().merge(on_dead=on_dead).on_dead or OnDead.SKIP
+        self.queue_on_dead[check_name(queue, "queue")] = (
+            Options().merge(on_dead=on_dead).on_dead or OnDead.SKIP
+        )
 
     def _execution_layers(self) -> list[Middleware]:
         layers: list[Middleware] = list(self.middleware)
@@ -211,7 +218,11 @@ class App:
         queue = o.queue or t.queue or self.default_queue
         priority = o.priority if o.priority is not None else t.priority
         priority = Priority.NORMAL if priority is None else self.priority_map.get(priority, priority)
-        if isinstance(priority, bool) or not isinstance(priority, int) or not C.PRIORITY_MIN <= priority <= C.PRIORITY_MAX:
+        if (
+            isinstance(priority, bool)
+            or not isinstance(priority, int)
+            or not C.PRIORITY_MIN <= priority <= C.PRIORITY_MAX
+        ):
             raise ConfigError(f"priority must be an int from 0 to 255 (or a level), not {priority!r}")
         payload = self.codec.encode_call(env.args, env.kwargs, env.headers)
         if len(payload) > self.max_payload_bytes:
@@ -254,10 +265,8 @@ class App:
         return jobs
 
     def _enqueue_hook(self, task: Task, job: Job) -> None:
-        if task.is_class:
-            hook = task.prepare_args(job.args, job.kwargs).hooks.enqueue
-        else:
-            hook = task.hooks.enqueue
+        hooks = task.prepare_args(job.args, job.kwargs).hooks if task.is_class else task.hooks
+        hook = hooks.enqueue
         if hook is not None:
             hook(job)
 
@@ -322,7 +331,9 @@ class App:
                 claimed = self.backend.claim(names, worker="inline", limit=1, lease_s=self.lease_s)
                 if not claimed:
                     break
-                self.backend.finish([runner.run(claimed[0])])
+                ran = runner.run(claimed[0])
+                if not ran.applied:
+                    self.backend.finish([ran.outcome])
                 done += 1
         finally:
             runner.loop.close()

@@ -76,7 +76,7 @@ def loads(data: bytes, what: str = "payload") -> Any:
         import msgpack
 
         return msgpack.unpackb(data, raw=False)
-    except Exception as exc:  # noqa: BLE001 - any failure here means undecodable input
+    except Exception as exc:
         raise DecodeError(f"{what} cannot be decoded: {type(exc).__name__}: {exc}") from exc
 
 

@@ -49,7 +49,7 @@ class JobCancelled(LanewayError):
     """``Job.result()`` of a job that was cancelled."""
 
 
-class Retry(Exception):  # noqa: N818 - the name users raise, as in Dramatiq and Sidekiq
+class Retry(Exception):
     """Raise in a handler to ask for a retry, optionally after ``delay`` seconds.
 
     The retry still counts as an attempt; the job goes dead after ``max_attempts``.
@@ -60,5 +60,5 @@ class Retry(Exception):  # noqa: N818 - the name users raise, as in Dramatiq and
         self.delay = delay
 
 
-class Fail(Exception):  # noqa: N818 - the name users raise
+class Fail(Exception):
     """Raise in a handler to send the job dead at once, without further retries."""

@@ -18,10 +18,11 @@ import random
 import threading
 import traceback
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._codec import Call, decode_call
-from ._errors import DecodeError, EncodeError, Fail, JobTimeout, Retry, UnknownTask
+from ._errors import DecodeError, EncodeError, Fail, JobTimeout, LeaseLost, Retry, UnknownTask
 from ._job import Job
 from ._middleware import compose
 from ._records import JobRecord, Outcome, Verdict
@@ -44,8 +45,23 @@ def current_job() -> Job | None:
 def backoff_s(attempts: int, base_s: float, max_s: float) -> float:
     """Delay before retry number ``attempts``: base x 2^(attempts-1), capped, with jitter
     over the upper half ("equal jitter"), so retries of many jobs spread out."""
-    ceiling = min(max_s, base_s * (2 ** min(attempts - 1, 60)))
+    ceiling = min(max_s, base_s * float(2 ** max(0, min(attempts - 1, 60))))
     return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+@dataclass(frozen=True, slots=True)
+class Ran:
+    """A run's verdict. ``applied`` outcomes were already finished in the task's own
+    transaction (``transactional=True``); ``accepted`` then says whether that stuck."""
+
+    outcome: Outcome
+    applied: bool = False
+    accepted: bool = True
+
+
+class _Rollback(Exception):
+    def __init__(self, outcome: Outcome) -> None:
+        self.outcome = outcome
 
 
 class AsyncLoop:
@@ -106,7 +122,7 @@ def _hook(fn: Any, *args: Any) -> None:
         return
     try:
         fn(*args)
-    except Exception:  # noqa: BLE001 - a failing after-the-fact hook must not change the verdict
+    except Exception:
         log.exception("hook %r failed", fn)
 
 
@@ -118,27 +134,51 @@ class Runner:
         self.loop = loop or AsyncLoop()
         self._layers = app._execution_layers()
 
-    def run(self, rec: JobRecord) -> Outcome:
+    def run(self, rec: JobRecord) -> Ran:
         """Run one job to its verdict. Never raises (but for ``JobTimeout`` arriving late)."""
         assert rec.token is not None
         job = Job(self.app, rec.id, record=rec)
         try:
             call = decode_call(rec.payload)
         except DecodeError as exc:
-            return self._dead(rec, exc, None, job)
+            return Ran(self._dead(rec, exc, None, job))
         job._call = call
         reset = _current.set(job)
         try:
-            return self._run_task(rec, job, call)
+            task = self.app.tasks.get(rec.task)
+            if task is None:
+                unknown = UnknownTask(f"no task named {rec.task!r} on this worker")
+                return Ran(self._failed(rec, unknown, job, Hooks(), None))
+            if task.transactional:
+                return self._run_transactional(rec, job, call, task)
+            return Ran(self._attempt(rec, job, call, task, None))
         finally:
             _current.reset(reset)
 
-    def _run_task(self, rec: JobRecord, job: Job, call: Call) -> Outcome:
-        assert rec.token is not None
-        task = self.app.tasks.get(rec.task)
-        if task is None:
-            return self._failed(rec, UnknownTask(f"no task named {rec.task!r} on this worker"), job, Hooks(), None)
+    def _run_transactional(self, rec: JobRecord, job: Job, call: Call, task: Task) -> Ran:
+        """Handler writes and the job's completion commit together, or neither does."""
+        backend = self.app.backend
         try:
+            with backend.transaction() as conn:
+                outcome = self._attempt(rec, job, call, task, conn)
+                if outcome.verdict is not Verdict.SUCCEEDED:
+                    raise _Rollback(outcome)
+                if not backend.finish([outcome], connection=conn)[0]:
+                    raise LeaseLost(f"job {rec.id}: lease lost before commit; its writes roll back")
+            return Ran(outcome, applied=True)
+        except _Rollback as rb:
+            return Ran(rb.outcome)
+        except LeaseLost as exc:
+            log.warning("%s", exc)
+            return Ran(Outcome(rec.id, rec.token or 0, Verdict.SUCCEEDED), applied=True, accepted=False)
+        except Exception as exc:  # noqa: BLE001 - the transaction itself failed (commit, connection)
+            return Ran(self._failed(rec, exc, job, task.hooks, task))
+
+    def _attempt(self, rec: JobRecord, job: Job, call: Call, task: Task, connection: Any) -> Outcome:
+        assert rec.token is not None
+        try:
+            if connection is not None:
+                call = Call(call.args, {**call.kwargs, "connection": connection}, call.headers)
             prepared = task.prepare(call)
         except BaseException as exc:  # noqa: BLE001 - constructor of a class task failed
             return self._failed(rec, exc, job, task.hooks, task)
@@ -203,9 +243,9 @@ class Runner:
             _hook(hooks.failure, job)
         return Outcome(rec.id, rec.token, Verdict.DEAD, error=error, traceback=_format_tb(exc))
 
-    def timed_out(self, rec: JobRecord) -> Outcome:
+    def timed_out(self, rec: JobRecord) -> Ran:
         """The verdict for a job whose ``JobTimeout`` escaped the runner's own handling."""
         job = Job(self.app, rec.id, record=rec)
         task = self.app.tasks.get(rec.task)
         exc = JobTimeout(f"handler exceeded its timeout of {rec.timeout_s} s")
-        return self._failed(rec, exc, job, task.hooks if task else Hooks(), task)
+        return Ran(self._failed(rec, exc, job, task.hooks if task else Hooks(), task))

@@ -606,9 +606,7 @@ def check_history(
     )
 
 
-def _collect(
-    ordered: list[Event], expected: Iterable[tuple[str, str | None, int]] | None
-) -> dict[str, _Job]:
+def _collect(ordered: list[Event], expected: Iterable[tuple[str, str | None, int]] | None) -> dict[str, _Job]:
     jobs: dict[str, _Job] = {}
     for job_id, lane, seq in expected or ():
         jobs[job_id] = _Job(ref=JobRef(job_id, lane, seq), known=True)
@@ -672,9 +670,7 @@ def _find_duplicates(
             ok = accepted <= 1 and executions <= job.claims
             reason = "redelivered after a lost lease" if ok else "ran more often than claimed"
         duplicated.append(
-            Duplicate(
-                job.ref, executions, job.claims, accepted, tuple(sorted(job.workers)), ok, reason
-            )
+            Duplicate(job.ref, executions, job.claims, accepted, tuple(sorted(job.workers)), ok, reason)
         )
     return tuple(duplicated), tuple(duplicate_acks)
 

@@ -40,7 +40,7 @@ class Envelope:
 class Middleware(Protocol):
     """A layer: do something, call ``call_next(item)``, do something with its result."""
 
-    def __call__(self, item: Any, call_next: Callable[[Any], Any]) -> Any: ...
+    def __call__(self, item: Any, call_next: Callable[[Any], Any], /) -> Any: ...
 
 
 def compose(layers: Sequence[Middleware], inner: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -69,7 +69,7 @@ class ErrorReporting:
         except BaseException as exc:
             try:
                 self.reporter(exc, job)
-            except Exception:  # noqa: BLE001 - a broken reporter must not fail the job twice
+            except Exception:
                 log.exception("exception_reporter failed for job %s", job.id)
             raise
 

@@ -127,9 +127,7 @@ class _Enqueuer:
         opts = self._pop_connection(kwargs)
         return self.task.app._enqueue(self.task, [(args, kwargs)], opts)[0]
 
-    def enqueue_many(
-        self, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
-    ) -> list[Job]:
+    def enqueue_many(self, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]) -> list[Job]:
         """Enqueue many ``(args, kwargs)`` calls in one round trip, all or none."""
         return self.task.app._enqueue(self.task, list(calls), self.opts)
 
@@ -167,10 +165,11 @@ class Task(_Enqueuer):
         self.hooks = hooks
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
+        self.transactional = False
         self.is_class = inspect.isclass(target)
         if self.is_class and not callable(getattr(target, "process", None)):
             raise ConfigError(f"class task {name!r} needs a process(self) method")
-        func = getattr(target, "process") if self.is_class else target
+        func = getattr(target, "process", None) if self.is_class else target
         self.is_async = inspect.iscoroutinefunction(func)
         sig_target = target.__init__ if self.is_class else target  # type: ignore[misc]
         try:
@@ -195,7 +194,8 @@ class Task(_Enqueuer):
             return Prepared(lambda: target(*args, **kwargs), self.hooks)
         instance = self.target(*args, **kwargs)
         found = {h: getattr(instance, h, None) for h in HOOK_NAMES}
-        return Prepared(instance.process, Hooks(**{k: v for k, v in found.items() if callable(v)}))
+        process: Callable[[], Any] = instance.process
+        return Prepared(process, Hooks(**{k: v for k, v in found.items() if callable(v)}))
 
 
 class BoundTask(_Enqueuer):

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _constants as C
 from ._errors import ConfigError, JobTimeout
-from ._execute import AsyncLoop, Runner
+from ._execute import AsyncLoop, Ran, Runner
 from ._names import check_name
 from ._records import JobRecord, OnDead, Outcome, Verdict
 from ._task import Options
@@ -122,7 +122,7 @@ class Worker:
         self._free = concurrency
         self._held: dict[int, dict[str, JobRecord]] = {}
         self._work: queue.SimpleQueue[list[JobRecord] | None] = queue.SimpleQueue()
-        self._acks: queue.SimpleQueue[Outcome | None] = queue.SimpleQueue()
+        self._acks: queue.SimpleQueue[Ran | None] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._hard_stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -169,7 +169,9 @@ class Worker:
                 free = self._free
             if self._stopping.is_set():
                 return
-            recs = backend.claim(self.queues, worker=self.id, limit=free, batch=self.batch, lease_s=self.lease_s)
+            recs = backend.claim(
+                self.queues, worker=self.id, limit=free, batch=self.batch, lease_s=self.lease_s
+            )
             if recs:
                 self._dispatch(recs)
             elif burst:
@@ -209,13 +211,13 @@ class Worker:
                 if self._stopping.is_set() and i > 0:
                     self._release(unit[i:])
                     break
-                out = self._run_one(rec)
-                self._acks.put(out)
-                if not _keeps_going(out, rec):
+                ran = self._run_one(rec)
+                self._acks.put(ran)
+                if not _keeps_going(ran.outcome, rec):
                     self._release(unit[i + 1 :])
                     break
 
-    def _run_one(self, rec: JobRecord) -> Outcome:
+    def _run_one(self, rec: JobRecord) -> Ran:
         try:
             return self._runner.run(rec)
         except JobTimeout:
@@ -224,7 +226,7 @@ class Worker:
     def _release(self, recs: Sequence[JobRecord]) -> None:
         for rec in recs:
             assert rec.token is not None
-            self._acks.put(Outcome(rec.id, rec.token, Verdict.RELEASE))
+            self._acks.put(Ran(Outcome(rec.id, rec.token, Verdict.RELEASE)))
 
     def _ack_loop(self) -> None:
         backend = self.app.backend
@@ -242,12 +244,14 @@ class Worker:
                     self._acks.put(None)
                     break
                 batch.append(more)
+            pending = [r.outcome for r in batch if not r.applied]
             try:
-                accepted = backend.finish(batch)
-            except Exception:  # noqa: BLE001 - the lease will expire and the work come back
-                log.exception("finish failed for %d outcomes; their leases will expire", len(batch))
-                accepted = [False] * len(batch)
-            self._settle(batch, accepted)
+                sent = iter(backend.finish(pending) if pending else [])
+            except Exception:
+                log.exception("finish failed for %d outcomes; their leases will expire", len(pending))
+                sent = iter([False] * len(pending))
+            accepted = [r.accepted if r.applied else next(sent) for r in batch]
+            self._settle([r.outcome for r in batch], accepted)
 
     def _settle(self, batch: list[Outcome], accepted: list[bool]) -> None:
         s = self.stats
@@ -293,7 +297,7 @@ class Worker:
                             self._cond.notify_all()
                 if self.periodic and self.app.schedules and not self._stopping.is_set():
                     self._tick_schedules()
-            except Exception:  # noqa: BLE001 - keep maintaining; the backend may come back
+            except Exception:
                 log.exception("worker maintenance failed; retrying")
 
     def _heartbeat(self) -> None:
@@ -357,10 +361,12 @@ class Worker:
         outs = [Outcome(rec.id, rec.token, Verdict.RELEASE) for rec in recs if rec.token is not None]
         try:
             accepted = self.app.backend.finish(outs)
-        except Exception:  # noqa: BLE001 - the leases will expire instead
+        except Exception:
             log.exception("could not release %d jobs; their leases will expire", len(outs))
             return
-        log.warning("released %d jobs still running after the %.0f s grace period", sum(accepted), self.grace_s)
+        log.warning(
+            "released %d jobs still running after the %.0f s grace period", sum(accepted), self.grace_s
+        )
 
     def _install_signals(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():

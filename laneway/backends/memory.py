@@ -444,12 +444,17 @@ class MemoryBackend(Backend):
                     lanes[queue] = lanes.get(queue, 0) + 1
             return [
                 QueueStats(
-                    queue=q, scheduled=c[Status.SCHEDULED], queued=c[Status.QUEUED],
-                    running=c[Status.RUNNING], retrying=c[Status.RETRYING],
-                    succeeded=c[Status.SUCCEEDED], dead=c[Status.DEAD],
-                    cancelled=c[Status.CANCELLED], lanes=lanes.get(q, 0),
+                    queue=q,
+                    scheduled=c[Status.SCHEDULED],
+                    queued=c[Status.QUEUED],
+                    running=c[Status.RUNNING],
+                    retrying=c[Status.RETRYING],
+                    succeeded=c[Status.SUCCEEDED],
+                    dead=c[Status.DEAD],
+                    cancelled=c[Status.CANCELLED],
+                    lanes=lanes.get(q, 0),
                     oldest_queued_age_s=(now - oldest[q]) if q in oldest else None,
-                )  # fmt: skip
+                )
                 for q, c in sorted(counts.items())
             ]
 

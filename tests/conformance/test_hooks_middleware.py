@@ -133,7 +133,9 @@ def test_priority_map_maps_legacy_numbers_to_levels(backend: Backend) -> None:
 
 def test_exception_reporter_gets_every_failed_attempt(backend: Backend) -> None:
     reported: list[tuple[str, str]] = []
-    app = laneway.App(backend=backend, exception_reporter=lambda exc, job: reported.append((type(exc).__name__, job.id)))
+    app = laneway.App(
+        backend=backend, exception_reporter=lambda exc, job: reported.append((type(exc).__name__, job.id))
+    )
 
     @app.task(name="t", max_attempts=1)
     def t() -> None:

@@ -27,7 +27,9 @@ def test_enqueue_returns_a_job_handle_with_status(app: laneway.App) -> None:
     assert app.get_job("0" * 32) is None
 
 
-def test_options_returns_a_bound_copy_and_task_kwargs_never_collide(backend: Backend, app: laneway.App) -> None:
+def test_options_returns_a_bound_copy_and_task_kwargs_never_collide(
+    backend: Backend, app: laneway.App
+) -> None:
     @app.task(name="t")
     def t(queue: str, lane: str) -> str:
         return queue + lane

@@ -12,7 +12,9 @@ from laneway.backends import Backend
 from .conftest import Trace, Workers, drain, wait_for
 
 
-def test_rule1_lane_order_holds_across_several_workers(app: laneway.App, trace: Trace, workers: Workers) -> None:
+def test_rule1_lane_order_holds_across_several_workers(
+    app: laneway.App, trace: Trace, workers: Workers
+) -> None:
     @app.task(name="step")
     def step(lane: int, seq: int) -> None:
         trace.add("start", lane, seq)
@@ -77,7 +79,9 @@ def test_rule1_jobs_without_lane_run_in_parallel(app: laneway.App, workers: Work
     assert max(peak) >= 2
 
 
-def test_rule2_a_claim_takes_up_to_batch_consecutive_jobs_of_one_lane(backend: Backend, app: laneway.App) -> None:
+def test_rule2_a_claim_takes_up_to_batch_consecutive_jobs_of_one_lane(
+    backend: Backend, app: laneway.App
+) -> None:
     @app.task(name="b")
     def b(i: int) -> None: ...
 
@@ -90,7 +94,9 @@ def test_rule2_a_claim_takes_up_to_batch_consecutive_jobs_of_one_lane(backend: B
     assert backend.claim(["default"], worker="w2", limit=10, batch=3, lease_s=30) == []
 
 
-def test_rule2_lane_is_held_until_everything_its_lease_took_is_finished(backend: Backend, app: laneway.App) -> None:
+def test_rule2_lane_is_held_until_everything_its_lease_took_is_finished(
+    backend: Backend, app: laneway.App
+) -> None:
     from laneway._records import Outcome, Verdict
 
     @app.task(name="b")
@@ -146,7 +152,9 @@ def test_rule3_within_a_lane_send_order_beats_priority(backend: Backend, app: la
     assert [laneway.Job(app, r.id, record=r).args[0] for r in recs] == ["other", "first"]
 
 
-def test_rule3_queues_are_claimed_in_the_order_the_worker_lists_them(backend: Backend, app: laneway.App) -> None:
+def test_rule3_queues_are_claimed_in_the_order_the_worker_lists_them(
+    backend: Backend, app: laneway.App
+) -> None:
     @app.task(name="q")
     def q(tag: str) -> None: ...
 

@@ -18,7 +18,9 @@ def _job(app: laneway.App, lane: str | None = "x") -> str:
     return t.options(lane=lane).enqueue().id
 
 
-def test_rule6_claim_gives_a_fresh_increasing_token_and_counts_the_attempt(backend: Backend, app: laneway.App) -> None:
+def test_rule6_claim_gives_a_fresh_increasing_token_and_counts_the_attempt(
+    backend: Backend, app: laneway.App
+) -> None:
     job_id = _job(app)
     first = backend.claim(["default"], worker="w1", limit=1, lease_s=0.3)[0]
     assert first.status is Status.RUNNING and first.attempts == 1 and first.worker == "w1"
@@ -87,7 +89,9 @@ def test_rule6_held_lane_stays_held_while_its_lease_is_alive(backend: Backend, a
     assert backend.claim(["default"], worker="w2", limit=5, lease_s=30) == []
 
 
-def test_rule7_release_gives_work_back_without_spending_an_attempt(backend: Backend, app: laneway.App) -> None:
+def test_rule7_release_gives_work_back_without_spending_an_attempt(
+    backend: Backend, app: laneway.App
+) -> None:
     job_id = _job(app)
     rec = backend.claim(["default"], worker="w1", limit=1, lease_s=30)[0]
     assert backend.finish([Outcome(rec.id, rec.token or 0, Verdict.RELEASE)]) == [True]
@@ -112,7 +116,9 @@ def test_rule7_job_that_kills_its_worker_every_time_goes_dead_after_max_attempts
     assert backend.claim(["default"], worker="w", limit=1, lease_s=30) == []
 
 
-def test_rule7_every_enqueued_job_runs_when_workers_stop_and_start(app: laneway.App, workers: Workers) -> None:
+def test_rule7_every_enqueued_job_runs_when_workers_stop_and_start(
+    app: laneway.App, workers: Workers
+) -> None:
     done: list[int] = []
 
     @app.task(name="work")

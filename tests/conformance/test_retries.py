@@ -58,7 +58,9 @@ def test_rule8_fail_goes_dead_at_once(app: laneway.App) -> None:
     assert "bad input" in (job.error or "")
 
 
-def test_rule8_retrying_head_blocks_only_its_own_lane(app: laneway.App, trace: Trace, workers: Workers) -> None:
+def test_rule8_retrying_head_blocks_only_its_own_lane(
+    app: laneway.App, trace: Trace, workers: Workers
+) -> None:
     @app.task(name="slowfail", max_attempts=2)
     def slowfail(lane: str, seq: int) -> None:
         trace.add("start", lane, seq)
@@ -149,7 +151,9 @@ def test_rule8_on_dead_can_be_set_per_queue(app: laneway.App) -> None:
     assert seen == [0]
 
 
-def test_rule8_retrying_a_dead_job_puts_it_back_at_the_head_of_its_lane(backend: Backend, app: laneway.App) -> None:
+def test_rule8_retrying_a_dead_job_puts_it_back_at_the_head_of_its_lane(
+    backend: Backend, app: laneway.App
+) -> None:
     seen = []
     fail = [True]
 

@@ -16,7 +16,9 @@ from laneway.backends import Backend
 from .conftest import Workers, drain, wait_for
 
 
-def test_rule12_periodic_enqueues_one_job_per_tick_however_many_workers(app: laneway.App, workers: Workers) -> None:
+def test_rule12_periodic_enqueues_one_job_per_tick_however_many_workers(
+    app: laneway.App, workers: Workers
+) -> None:
     ran: list[float] = []
 
     @app.periodic(every=timedelta(seconds=1), name="tick")
@@ -53,7 +55,9 @@ def test_rule12_periodic_needs_a_valid_schedule(app: laneway.App) -> None:
         app.periodic()(lambda: None)
 
 
-def test_rule13_blocked_and_retrying_lanes_never_delay_other_lanes(backend: Backend, app: laneway.App) -> None:
+def test_rule13_blocked_and_retrying_lanes_never_delay_other_lanes(
+    backend: Backend, app: laneway.App
+) -> None:
     @app.task(name="t", max_attempts=1, on_dead="block")
     def t(i: int) -> None: ...
 
