@@ -26,7 +26,7 @@ from .backends import Backend, open_backend
 
 if TYPE_CHECKING:
     from ._lanes import Batch, LaneProducer
-    from ._worker import Worker
+    from ._worker import Worker, WorkerListener
 
 
 def new_id() -> str:
@@ -91,6 +91,12 @@ class App:
         self.schedules: dict[str, Schedule] = {}
         self.queue_on_dead: dict[str, OnDead] = {}
         self.watchdog = Watchdog()
+        self.listeners: list[WorkerListener] = []
+        """Observers every worker of this app reports claims and outcomes to."""
+        self.on_worker_start: list[Callable[[Worker], Any]] = []
+        """Called with each worker of this app as it starts (extensions register here)."""
+        self.system_queues: list[str] = []
+        """Queues every worker of this app also listens to, after its own (extensions)."""
         self.preprocessors = Preprocessors()
         """Low-level lane message transforms: ``.send`` and ``.claim`` lists."""
         self._backend = backend
@@ -311,7 +317,7 @@ class App:
 
     def worker(self, queues: Sequence[str] | str | None = None, **settings: Any) -> Worker:
         """A worker for ``queues`` (priority order). See ``laneway.Worker`` for settings."""
-        from ._worker import Worker
+        from ._worker import Worker, WorkerListener
 
         return Worker(self, queues, **settings)
 

@@ -48,10 +48,10 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import Enum
 from pathlib import Path
 from types import TracebackType
-from typing import NamedTuple, Self
+from typing import NamedTuple
 
 __all__ = [
     "Duplicate",
@@ -73,7 +73,7 @@ _SUFFIX = ".jsonl"
 _UNSAFE_FILENAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 
 
-class EventKind(StrEnum):
+class EventKind(str, Enum):
     """What happened to a job.
 
     Attributes:
@@ -285,7 +285,7 @@ class HistoryRecorder:
             self._fd = None
             self._pid = None
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> HistoryRecorder:
         return self
 
     def __exit__(

@@ -102,7 +102,8 @@ class Worker:
         if isinstance(queues, str):
             queues = [q for q in queues.split(",") if q]
         self.app = app
-        self.queues = [check_name(q, "queue") for q in (queues or [app.default_queue])]
+        own = [check_name(q, "queue") for q in (queues or [app.default_queue])]
+        self.queues = own + [q for q in app.system_queues if q not in own]
         if concurrency < 1 or batch < 1:
             raise ConfigError("concurrency and batch must be at least 1")
         self.concurrency = concurrency
@@ -113,7 +114,7 @@ class Worker:
         self.grace_s = grace_s
         self.idle_wait_s = idle_wait_s
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        self.listener = listener
+        self.listeners = [*app.listeners, *([listener] if listener is not None else [])]
         self.periodic = periodic
         self.stats = WorkerStats()
         self._loop = AsyncLoop()
@@ -152,6 +153,8 @@ class Worker:
         With ``burst=True``, return once nothing is due and nothing is held.
         """
         restore = self._install_signals()
+        for hook in self.app.on_worker_start:
+            hook(self)
         self._start_threads()
         try:
             self._fetch_loop(burst)
@@ -189,8 +192,8 @@ class Worker:
             self._free -= len(recs)
             self._held[token] = {rec.id: rec for rec in recs}
         self.stats.claimed += len(recs)
-        if self.listener is not None:
-            self.listener.on_claim(recs)
+        for listener in self.listeners:
+            listener.on_claim(recs)
         unit = [recs[0]]
         for rec in recs[1:]:
             if rec.lane is not None and rec.lane == unit[-1].lane and rec.queue == unit[-1].queue:
@@ -267,8 +270,8 @@ class Worker:
                 s.dead += 1
             else:
                 s.released += 1
-            if self.listener is not None:
-                self.listener.on_finish(out, ok)
+            for listener in self.listeners:
+                listener.on_finish(out, ok)
         with self._cond:
             for out in batch:
                 held = self._held.get(out.token)

@@ -1,0 +1,7 @@
+"""``python -m laneway`` is the ``laneway`` command."""
+
+from __future__ import annotations
+
+from .cli import main
+
+main()

@@ -1,0 +1,113 @@
+"""Running ``-p N`` worker processes and restarting any that die.
+
+The supervisor starts each child as ``python -m laneway worker ... --child`` with a
+worker id it chooses, so when a child dies it can recover that child's leases at
+once (``backend.sweep(worker=...)``) instead of waiting for them to expire, then start
+a new child. A child that keeps dying young is restarted with a growing delay (no
+crash loop). SIGTERM/SIGINT are passed on to the children; those still alive after
+``grace_s + 2`` seconds are killed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from types import FrameType
+
+from ._app import App
+
+log = logging.getLogger("laneway.supervisor")
+_YOUNG_S = 2.0
+_MAX_RESTART_DELAY_S = 10.0
+
+
+@dataclass
+class _Child:
+    index: int
+    generation: int
+    proc: subprocess.Popen[bytes]
+    worker_id: str
+    started: float
+    quick_deaths: int = 0
+
+
+class Supervisor:
+    """Keeps ``processes`` worker children running until told to stop."""
+
+    def __init__(self, app: App, child_args: list[str], processes: int, grace_s: float) -> None:
+        self.app = app
+        self.child_args = child_args
+        self.processes = processes
+        self.grace_s = grace_s
+        self.prefix = f"{socket.gethostname()}:{os.getpid()}"
+        self.children: dict[int, _Child] = {}
+        self.stopping = False
+        self.restarts = 0
+
+    def _spawn(self, index: int, generation: int, quick_deaths: int = 0) -> _Child:
+        worker_id = f"{self.prefix}:w{index}.{generation}"
+        cmd = [sys.executable, "-m", "laneway", "worker", *self.child_args, "--child", "--worker-id", worker_id]
+        proc = subprocess.Popen(cmd)
+        return _Child(index, generation, proc, worker_id, time.monotonic(), quick_deaths)
+
+    def run(self) -> int:
+        """Supervise until SIGTERM/SIGINT; returns the process exit code."""
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            for i in range(self.processes):
+                self.children[i] = self._spawn(i, 0)
+            while not self.stopping:
+                self._reap()
+                time.sleep(0.1)
+            return self._shutdown()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        log.info("supervisor: signal %s, stopping %d children", signum, len(self.children))
+        self.stopping = True
+
+    def _reap(self) -> None:
+        for index, child in list(self.children.items()):
+            code = child.proc.poll()
+            if code is None:
+                continue
+            self._recover(child, code)
+            young = time.monotonic() - child.started < _YOUNG_S
+            quick = child.quick_deaths + 1 if young else 0
+            delay = min(_MAX_RESTART_DELAY_S, 0.25 * (2**quick)) if quick else 0.0
+            if delay:
+                log.warning("worker %s keeps dying; restarting in %.1f s", child.worker_id, delay)
+                time.sleep(delay)
+            self.restarts += 1
+            self.children[index] = self._spawn(index, child.generation + 1, quick)
+
+    def _recover(self, child: _Child, code: int) -> None:
+        try:
+            recovered = self.app.backend.sweep(worker=child.worker_id)
+        except Exception:  # noqa: BLE001 - its leases will expire on their own
+            log.exception("could not recover the leases of %s", child.worker_id)
+            recovered = 0
+        log.warning("worker %s exited with %s; %d jobs it held went back", child.worker_id, code, recovered)
+
+    def _shutdown(self) -> int:
+        for child in self.children.values():
+            if child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.grace_s + 2
+        for child in self.children.values():
+            try:
+                child.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("worker %s did not stop in time; killing it", child.worker_id)
+                child.proc.kill()
+                child.proc.wait()
+                self._recover(child, -9)
+        return 0

@@ -1,0 +1,93 @@
+"""What every subcommand shares: finding the app or backend, and printing results."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from enum import Enum
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .._app import App
+from .._constants import DEFAULT_NAMESPACE, DEFAULT_URL, URL_ENV
+from .._errors import LanewayError
+
+F = TypeVar("F", bound=Callable[..., Any])
+console = Console()
+err_console = Console(stderr=True)
+
+
+def load_app(ref: str) -> App:
+    """Import ``module:attribute`` (attribute defaults to ``app``) from the current directory."""
+    module_name, _, attr = ref.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from exc
+    app = getattr(module, attr or "app", None)
+    if not isinstance(app, App):
+        raise click.BadParameter(f"{ref!r} is not a laneway.App (give module:attribute)")
+    return app
+
+
+def backend_options(fn: F) -> F:
+    """``--url`` and ``--namespace`` for commands that work on stored state."""
+    fn = click.option(
+        "--namespace", "-n", default=DEFAULT_NAMESPACE, show_default=True, help="Namespace of the app."
+    )(fn)
+    fn = click.option(
+        "--url", "-u", envvar=URL_ENV, default=DEFAULT_URL, show_default=True,
+        help=f"Backend URL (or ${URL_ENV}).",
+    )(fn)  # fmt: skip
+    return fn
+
+
+def json_option(fn: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")(fn)
+
+
+def open_app(url: str, namespace: str) -> App:
+    try:
+        return App(url, namespace=namespace)
+    except LanewayError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+def to_jsonable(value: Any) -> Any:
+    """Records, enums and bytes as JSON-friendly values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, bytes):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value.hex()
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    return value
+
+
+def emit_json(value: Any) -> None:
+    click.echo(json.dumps(to_jsonable(value), indent=2, sort_keys=True))
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    t = Table(title=title, title_justify="left")
+    for col in columns:
+        t.add_column(col, overflow="fold")
+    for row in rows:
+        t.add_row(*("" if v is None else str(v) for v in row))
+    console.print(t)
