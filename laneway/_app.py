@@ -23,6 +23,7 @@ from ._records import NewJob, OnDead, Priority
 from ._task import Hooks, Options, Task
 from ._timeouts import Watchdog
 from .backends import Backend, open_backend
+from .bus import BusMixin
 
 if TYPE_CHECKING:
     from ._lanes import Batch, LaneProducer
@@ -34,7 +35,7 @@ def new_id() -> str:
     return f"{int(time.time() * 1000):012x}{os.urandom(10).hex()}"
 
 
-class App:
+class App(BusMixin):
     """A laneway application: tasks, middleware and one backend.
 
     Args:
