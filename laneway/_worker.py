@@ -53,6 +53,10 @@ class WorkerListener(Protocol):
 class WorkerStats:
     """What one ``run`` did."""
 
+    claim_calls: int = 0
+    """Claim round trips made."""
+    empty_claims: int = 0
+    """Claim round trips that found nothing ready."""
     claimed: int = 0
     succeeded: int = 0
     retried: int = 0
