@@ -1,0 +1,342 @@
+"""``redis://``, ``rediss://`` and ``redis+cluster://``: lanes, leases and fencing in Lua.
+
+Every state change is one Lua script (``*.lua`` beside this module; the key schema is at
+the top of ``lib.lua``) run on one shard, so it is atomic and touches one hash slot. A
+plain server is one shard; a cluster has ``shards`` of them (16 by default), each pinned
+to a hash tag, and the backend visits them in turn. See ``docs/backends/redis.md``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from ..._errors import ConfigError
+from ..._records import EnqueueResult, JobRecord, NewJob, Outcome
+from .._base import Backend
+from ._inspect import Inspect
+from ._keys import Layout, Shard
+from ._link import ClusterLink, Command, Link, Script, SingleLink
+from ._rows import FIELD_NAMES, US, Row, job_args, outcome_args, record
+
+SCRIPT_NAMES = (
+    "enqueue", "claim", "finish", "extend", "sweep", "cancel", "retry", "purge", "stats", "lanes", "list",
+)  # fmt: skip
+PROMOTE_MAX = 200
+"""Most due jobs one claim promotes per queue (the rest on the next claims)."""
+SWEEP_LEASES_MAX = 100
+PRUNE_MAX = 1000
+_UNLINK_CHUNK = 500
+
+_scripts: dict[str, Script] = {}
+_scripts_lock = threading.Lock()
+
+
+def scripts() -> dict[str, Script]:
+    """The package's scripts, read once per process."""
+    with _scripts_lock:
+        if not _scripts:
+            _scripts.update({name: Script.load(name) for name in SCRIPT_NAMES})
+        return _scripts
+
+
+def _raise_errors(replies: Sequence[Any]) -> None:
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            raise reply
+
+
+class RedisCore(Inspect, Backend):
+    """The backend over any ``Link``; ``RedisBackend`` and ``RedisClusterBackend`` pick one."""
+
+    def __init__(self, link: Link, *, namespace: str, shards: int, wake_channel: bool) -> None:
+        self.link = link
+        self.layout = Layout(namespace, shards)
+        self.scripts = scripts()
+        for script in self.scripts.values():
+            link.register(script)
+        self._chan = self.layout.wake_channel() if wake_channel else ""
+        self._rotation = itertools.count(random.randrange(shards))
+        self._due: dict[tuple[str, ...], float] = {}
+        self._check_config()
+
+    def _check_config(self) -> None:
+        key = self.layout.config_key
+        _, stored = self.link.pipeline([("HSETNX", key, "shards", self.layout.n), ("HGET", key, "shards")])
+        if stored is not None and not isinstance(stored, Exception) and int(stored) != self.layout.n:
+            self.link.close()
+            raise ConfigError(
+                f"namespace {self.layout.namespace!r} was created with {int(stored)} shards; "
+                f"open it with shards={int(stored)}, not {self.layout.n}"
+            )
+
+    # --- enqueue -----------------------------------------------------------------------
+
+    def _enqueue_cmd(self, shard: Shard, jobs: Sequence[NewJob], tick: tuple[str, float] | None) -> Command:
+        s = shard
+        keys = [s.key("n"), s.key("u"), s.key("a"), s.key("t"), s.key("held")]
+        args: list[Any] = [tick[0], repr(float(tick[1]))] if tick else ["", ""]
+        for job in jobs:
+            job_key = s.job(job.id)
+            keys += [job_key, *s.queue_keys(job.queue), s.lane(job.queue, job.lane) if job.lane else job_key]
+            args += job_args(job)
+        return self._run("enqueue", shard, keys, args)
+
+    @staticmethod
+    def _results(jobs: Sequence[NewJob], reply: Sequence[Any]) -> list[EnqueueResult]:
+        return [
+            EnqueueResult(job.id, True) if r == 1 else EnqueueResult(r.decode(), False)
+            for job, r in zip(jobs, reply, strict=True)
+        ]
+
+    def enqueue(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[EnqueueResult]:
+        """Store ``jobs``: one script call per shard, all in one round trip.
+
+        Atomic for the whole call on one server; on a cluster, atomic per shard.
+        """
+        if connection is not None:
+            raise ConfigError("Redis has no SQL transactions: connection= is for SQL backends")
+        if not jobs:
+            return []
+        layout = self.layout
+        if layout.n == 1 or len(jobs) == 1:
+            shard = layout.job_shard(jobs[0])
+            return self._results(jobs, self.link.execute(*self._enqueue_cmd(shard, jobs, None)))
+        groups: dict[int, list[int]] = {}
+        for i, job in enumerate(jobs):
+            groups.setdefault(layout.job_shard(job).index, []).append(i)
+        cmds = [
+            self._enqueue_cmd(layout.shards[k], [jobs[i] for i in idx], None) for k, idx in groups.items()
+        ]
+        replies = self.link.pipeline(cmds)
+        _raise_errors(replies)
+        out: list[EnqueueResult | None] = [None] * len(jobs)
+        for idx, reply in zip(groups.values(), replies, strict=True):
+            for i, res in zip(idx, self._results([jobs[i] for i in idx], reply), strict=True):
+                out[i] = res
+        return [r for r in out if r is not None]
+
+    def claim_tick(self, name: str, tick: float, job: NewJob) -> bool:
+        shard = self.layout.job_shard(job, tick_name=name)
+        reply = self.link.execute(*self._enqueue_cmd(shard, [job], (name, tick)))
+        return bool(reply[0] == 1)
+
+    # --- claim and lease ---------------------------------------------------------------
+
+    def _claim_cmd(
+        self,
+        shard: Shard,
+        queues: Sequence[str],
+        worker: str,
+        limit: int,
+        batch: int,
+        lanes: int,
+        lease_s: float,
+    ) -> Command:
+        keys = [shard.key("n"), shard.key("held"), shard.key("K")]
+        for q in queues:
+            keys += shard.queue_keys(q)
+        args = [worker, limit, batch, lanes, round(lease_s * US), PROMOTE_MAX, *queues]
+        return self._run("claim", shard, keys, args)
+
+    def claim(
+        self,
+        queues: Sequence[str],
+        *,
+        worker: str,
+        limit: int,
+        batch: int = 1,
+        max_lanes: int | None = None,
+        lease_s: float,
+    ) -> list[JobRecord]:
+        """Lease jobs from the first shard (in rotating order) that has ready work.
+
+        All returned jobs share one lease and token, so they come from one shard; on a
+        cluster the next call starts at the next shard.
+        """
+        lanes = limit if max_lanes is None else max_lanes
+        if limit < 1 or lanes < 1 or not queues:
+            return []
+        n = self.layout.n
+        start = next(self._rotation) % n if n > 1 else 0
+        next_due = -1
+        for step in range(n):
+            shard = self.layout.shards[(start + step) % n]
+            _, now_us, due, _, rows = self.link.execute(
+                *self._claim_cmd(shard, queues, worker, limit, max(1, batch), lanes, lease_s)
+            )
+            if rows:
+                return [record(row, shard.index) for row in rows]
+            if due >= 0 and (next_due < 0 or due - now_us < next_due):
+                next_due = due - now_us
+        self._due[tuple(queues)] = time.monotonic() + next_due / US if next_due >= 0 else float("inf")
+        return []
+
+    def _by_shard(self, tokens: Sequence[int]) -> dict[int, list[tuple[int, int]]]:
+        """Positions and lease numbers of ``tokens`` grouped by shard (bad tokens left out)."""
+        groups: dict[int, list[tuple[int, int]]] = {}
+        for i, token in enumerate(tokens):
+            try:
+                shard, lease = self.layout.token_shard(int(token))
+            except ValueError:
+                continue
+            groups.setdefault(shard.index, []).append((i, lease))
+        return groups
+
+    def extend(self, tokens: Sequence[int], lease_s: float) -> list[bool]:
+        groups = self._by_shard(tokens)
+        cmds = []
+        for k, entries in groups.items():
+            shard = self.layout.shards[k]
+            cmds.append(
+                self._run("extend", shard, [shard.key("K")], [round(lease_s * US), *(c for _, c in entries)])
+            )
+        replies = self.link.pipeline(cmds)
+        _raise_errors(replies)
+        out = [False] * len(tokens)
+        for entries, reply in zip(groups.values(), replies, strict=True):
+            for (i, _), ok in zip(entries, reply, strict=True):
+                out[i] = ok == 1
+        return out
+
+    def finish(self, outcomes: Sequence[Outcome], *, connection: Any = None) -> list[bool]:
+        """Apply outcomes: one script call per shard, all in one round trip."""
+        if connection is not None:
+            raise ConfigError("Redis has no SQL transactions: connection= is for SQL backends")
+        groups = self._by_shard([o.token for o in outcomes])
+        cmds = []
+        for k, entries in groups.items():
+            shard = self.layout.shards[k]
+            keys = [shard.key(s) for s in ("n", "u", "x", "D", "K", "held")]
+            args: list[Any] = []
+            for i, lease in entries:
+                keys.append(shard.job(outcomes[i].job_id))
+                args += outcome_args(outcomes[i], lease)
+            cmds.append(self._run("finish", shard, keys, args))
+        replies = self.link.pipeline(cmds) if len(cmds) != 1 else [self.link.execute(*cmds[0])]
+        _raise_errors(replies)
+        out = [False] * len(outcomes)
+        for entries, reply in zip(groups.values(), replies, strict=True):
+            for (i, _), ok in zip(entries, reply, strict=True):
+                out[i] = ok == 1
+        return out
+
+    def sweep(self, *, worker: str | None = None) -> int:
+        """Recover lost leases and prune expired jobs on every shard (bounded per call)."""
+        pending = list(self.layout.shards)
+        recovered = 0
+        while pending:
+            cmds = [
+                self._run("sweep", s, [s.key(k) for k in ("n", "u", "x", "D", "K", "held", "a")],
+                          [worker or "", SWEEP_LEASES_MAX, PRUNE_MAX])
+                for s in pending
+            ]  # fmt: skip
+            replies = self.link.pipeline(cmds)
+            _raise_errors(replies)
+            recovered += sum(int(r[0]) for r in replies)
+            pending = [s for s, r in zip(pending, replies, strict=True) if r[2] == 1]
+        return recovered
+
+    def wait(self, queues: Sequence[str], timeout_s: float) -> None:
+        """Block on the queues' wake-up tokens, no longer than until the earliest due job
+        seen by this process's last empty claim on the same queues."""
+        due = self._due.get(tuple(queues), float("inf"))
+        timeout_s = min(timeout_s, due - time.monotonic())
+        if timeout_s <= 0 or not queues:
+            return
+        if self._chan:
+            self.link.wait([], [self._chan + q for q in queues], timeout_s)
+        else:
+            shard = self.layout.shards[0]
+            self.link.wait([shard.queue_keys(q)[2] for q in queues], [], timeout_s)
+
+    # --- inspect and operate -----------------------------------------------------------
+
+    def now(self) -> float:
+        sec, usec = self.link.execute("TIME")
+        return int(sec) + int(usec) / US
+
+    def _locate(self, job_id: str) -> tuple[Shard, Row] | None:
+        """The shard holding ``job_id`` and its fields, or None."""
+        shards = self.layout.shards
+        cmds = [("HMGET", s.job(job_id), *FIELD_NAMES) for s in shards]
+        replies = [self.link.execute(*cmds[0])] if len(shards) == 1 else self.link.pipeline(cmds)
+        _raise_errors(replies)
+        for shard, fields in zip(shards, replies, strict=True):
+            if fields[0] is not None:
+                return shard, [job_id.encode(), *fields]
+        return None
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        found = self._locate(job_id)
+        return None if found is None else record(found[1], found[0].index)
+
+    def _job_script(self, name: str, job_id: str) -> bool:
+        found = self._locate(job_id)
+        if found is None:
+            return False
+        s = found[0]
+        keys = [s.key(k) for k in ("n", "u", "x", "D", "held")] + [s.job(job_id)]
+        return bool(self.link.execute(*self._run(name, s, keys, [job_id])) == 1)
+
+    def cancel(self, job_id: str) -> bool:
+        return self._job_script("cancel", job_id)
+
+    def retry(self, job_id: str) -> bool:
+        return self._job_script("retry", job_id)
+
+    def put_meta(self, key: str, value: bytes | None) -> None:
+        meta = self.layout.shards[0].key("meta")
+        if value is None:
+            self.link.execute("HDEL", meta, key)
+        else:
+            self.link.execute("HSET", meta, key, value)
+
+    def get_meta(self, prefix: str) -> dict[str, bytes]:
+        reply = self.link.execute("HGETALL", self.layout.shards[0].key("meta"))
+        pairs = dict(zip(reply[::2], reply[1::2], strict=True)) if isinstance(reply, list) else dict(reply)
+        out = {k.decode(): v for k, v in pairs.items()}
+        return {k: v for k, v in out.items() if k.startswith(prefix)}
+
+    def drop_namespace(self) -> None:
+        """Delete every key of this namespace (SCAN + UNLINK; for tests and teardown)."""
+        batch: list[Command] = []
+        for key in self._scan_namespace():
+            batch.append(("UNLINK", key))
+            if len(batch) >= _UNLINK_CHUNK:
+                self.link.pipeline(batch)
+                batch = []
+        self.link.pipeline(batch)
+
+    def _scan_namespace(self) -> Iterator[bytes]:
+        return iter(list(self.link.scan(self.layout.pattern)))
+
+    def close(self) -> None:
+        self.link.close()
+
+
+class RedisBackend(RedisCore):
+    """One Redis server: ``redis://[user:pass@]host:port/db``, ``rediss://`` (TLS; the
+    ``ssl_*`` query options such as ``ssl_cert_reqs`` and ``ssl_ca_certs`` go to redis-py)
+    or ``unix://``. The whole namespace is one shard, so every call is atomic."""
+
+    def __init__(self, url: str, *, namespace: str) -> None:
+        super().__init__(SingleLink(url), namespace=namespace, shards=1, wake_channel=False)
+
+
+class RedisClusterBackend(RedisCore):
+    """A Redis Cluster: ``redis+cluster://[user:pass@]host:port[,host:port...]``.
+
+    The namespace is split over ``shards`` hash-tagged shards (at most 1024; every client
+    of a namespace must use the same number, which is checked). Lanes, leases, sweeps
+    and delays work per shard; idle workers are woken through Pub/Sub.
+    """
+
+    def __init__(self, url: str, *, namespace: str, shards: int = 16) -> None:
+        super().__init__(ClusterLink(url), namespace=namespace, shards=shards, wake_channel=True)

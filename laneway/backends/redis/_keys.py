@@ -1,0 +1,106 @@
+"""Key names of one namespace: shard prefixes with hash tags, and where each job lives.
+
+The key schema itself is documented at the top of ``lib.lua``. Here:
+
+- shard ``k`` of ``n`` has the prefix ``<ns>:{<k>.<salt>}:``; the salt is the smallest
+  integer that puts the tag's hash slot in the k-th n-th of the 16384 slots, so the
+  shards spread evenly over the masters of a cluster (and every process computes the
+  same tags without asking anyone);
+- a named lane lives in shard ``crc32("<queue>|<lane>") % n``; an unlaned job in the
+  shard of its unique key when it has one (so duplicates meet in one place), else in
+  that of its periodic schedule, else in that of its id;
+- fencing tokens are ``lease number * TOKEN_SPACE + shard``: lease numbers increase per
+  shard and a job never changes shard, so a job's tokens only grow.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+from redis.crc import key_slot
+
+from ..._records import NewJob
+
+TOKEN_SPACE = 1024
+"""Fencing tokens carry their shard in ``token % TOKEN_SPACE`` (so at most 1024 shards)."""
+SLOTS = 16384
+
+
+def shard_tag(k: int, n: int) -> str:
+    """The hash tag of shard ``k`` of ``n``: its slot falls in the k-th n-th of all slots."""
+    lo, hi = k * SLOTS // n, (k + 1) * SLOTS // n
+    salt = 0
+    while not lo <= key_slot(f"{k}.{salt}".encode()) < hi:
+        salt += 1
+    return f"{k}.{salt}"
+
+
+def _crc(text: str) -> int:
+    return zlib.crc32(text.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """The keys of one shard that scripts take as KEYS."""
+
+    index: int
+    prefix: str
+
+    def key(self, suffix: str) -> str:
+        return self.prefix + suffix
+
+    @property
+    def c(self) -> str:
+        """Counters hash; KEYS[1] of every script (the scripts take the prefix from it)."""
+        return self.prefix + "c"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}j:{job_id}"
+
+    def lane(self, queue: str, lane: str) -> str:
+        return f"{self.prefix}l:{queue}|{lane}"
+
+    def queue_keys(self, queue: str) -> tuple[str, str, str, str]:
+        """Ready index, schedule, wake list and lane set of ``queue``."""
+        p = self.prefix
+        return (f"{p}r:{queue}", f"{p}d:{queue}", f"{p}w:{queue}", f"{p}L:{queue}")
+
+
+class Layout:
+    """Where the keys of ``namespace`` are, spread over ``shards`` shards."""
+
+    def __init__(self, namespace: str, shards: int) -> None:
+        if not 1 <= shards <= TOKEN_SPACE:
+            raise ValueError(f"shards must be from 1 to {TOKEN_SPACE}, not {shards}")
+        self.namespace = namespace
+        self.n = shards
+        self.shards = [Shard(k, f"{namespace}:{{{shard_tag(k, shards)}}}:") for k in range(shards)]
+        self.config_key = f"{namespace}:config"
+        self.pattern = f"{namespace}:*"
+        """SCAN pattern of every key of the namespace."""
+
+    def wake_channel(self) -> str:
+        return f"{self.namespace}:wake:"
+
+    def lane_shard(self, queue: str, lane: str) -> Shard:
+        return self.shards[_crc(f"{queue}|{lane}") % self.n] if self.n > 1 else self.shards[0]
+
+    def job_shard(self, job: NewJob, tick_name: str | None = None) -> Shard:
+        """The shard a new job is stored in (see the module docstring)."""
+        if self.n == 1:
+            return self.shards[0]
+        if job.lane is not None:
+            return self.lane_shard(job.queue, job.lane)
+        if job.unique is not None:
+            return self.shards[_crc("u|" + job.unique) % self.n]
+        if tick_name is not None:
+            return self.shards[_crc("t|" + tick_name) % self.n]
+        return self.shards[_crc(job.id) % self.n]
+
+    def token_shard(self, token: int) -> tuple[Shard, int]:
+        """The shard and lease number a fencing token stands for."""
+        lease, k = divmod(token, TOKEN_SPACE)
+        if k >= self.n:
+            raise ValueError(f"token {token} does not belong to this namespace's {self.n} shards")
+        return self.shards[k], lease

@@ -1,0 +1,300 @@
+"""How commands reach Redis: one server (a lean fast path) or a cluster (redis-py's client).
+
+Both links offer the same few operations: run one command, run many in one pipelined
+round trip, block for a wake-up, scan the namespace, close. ``EVALSHA`` that meets
+``NOSCRIPT`` (a restarted server, a new primary) loads the script and runs it again.
+
+The single-server link keeps its own small stack of idle connections instead of checking
+one out of redis-py's pool for every command: the pool's bookkeeping costs more than the
+round trip to a local server, and claims, finishes and enqueues are the hot path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+
+from ..._errors import ConfigError
+
+Command = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """One ``.lua`` file of this package with ``lib.lua`` in front of it."""
+
+    name: str
+    body: str
+    sha: str
+
+    @classmethod
+    def load(cls, name: str) -> Script:
+        here = resources.files(__package__)
+        lib = (here / "lib.lua").read_text(encoding="utf-8")
+        body = lib + "\n" + (here / f"{name}.lua").read_text(encoding="utf-8")
+        return cls(name, body, hashlib.sha1(body.encode()).hexdigest())  # Redis names scripts by SHA-1
+
+    def command(self, keys: Sequence[str], args: Sequence[Any]) -> Command:
+        """The ``EVALSHA`` command running this script."""
+        return ("EVALSHA", self.sha, len(keys), *keys, *args)
+
+
+class Link(ABC):
+    """A connection to one Redis server or one cluster."""
+
+    def __init__(self) -> None:
+        self._bodies: dict[str, str] = {}
+
+    def register(self, script: Script) -> None:
+        """Remember ``script`` so that ``NOSCRIPT`` replies can be repaired."""
+        self._bodies[script.sha] = script.body
+
+    def _missing_script(self, cmd: Command, exc: Exception) -> bool:
+        return isinstance(exc, NoScriptError) and cmd[0] == "EVALSHA" and cmd[1] in self._bodies
+
+    @abstractmethod
+    def execute(self, *cmd: Any) -> Any:
+        """Run one command and return its reply (error replies raise)."""
+
+    @abstractmethod
+    def pipeline(self, cmds: Sequence[Command]) -> list[Any]:
+        """Run ``cmds`` in one round trip (per node); error replies are returned, not raised."""
+
+    @abstractmethod
+    def wait(self, wake_keys: Sequence[str], channels: Sequence[str], timeout_s: float) -> None:
+        """Block until a wake-up token arrives on ``wake_keys`` (or ``channels``) or timeout."""
+
+    @abstractmethod
+    def scan(self, pattern: str) -> Iterator[bytes]:
+        """Every key matching ``pattern`` on every node (SCAN, never KEYS)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close every connection."""
+
+
+class SingleLink(Link):
+    """One Redis server (``redis://``, ``rediss://``, ``unix://``)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.client = redis.Redis.from_url(url, decode_responses=False)
+        self._pool = self.client.connection_pool
+        self._idle: list[Any] = []  # redis.connection.Connection (untyped in redis-py)
+        self._all: list[Any] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def _take(self) -> tuple[Any, bool]:
+        """An idle connection (True: it may have gone stale) or a new one."""
+        if self._pid != os.getpid():
+            with self._lock:
+                self._idle, self._all, self._pid = [], [], os.getpid()
+        try:
+            return self._idle.pop(), True
+        except IndexError:
+            conn = self._pool.make_connection()
+            with self._lock:
+                self._all.append(conn)
+            return conn, False
+
+    def _drop(self, conn: Any) -> None:
+        conn.disconnect()
+        with self._lock:
+            if conn in self._all:
+                self._all.remove(conn)
+
+    def _roundtrip(self, cmds: Sequence[Command]) -> list[Any]:
+        """Send ``cmds`` and read every reply; retries once when a reused connection died."""
+        for attempt in (0, 1):
+            conn, reused = self._take()
+            try:
+                if len(cmds) == 1:
+                    conn.send_command(*cmds[0])
+                else:
+                    conn.send_packed_command(conn.pack_commands(cmds))
+                replies: list[Any] = []
+                for _ in cmds:
+                    try:
+                        replies.append(conn.read_response())
+                    except ResponseError as exc:
+                        replies.append(exc)
+            except (RedisConnectionError, OSError):
+                self._drop(conn)
+                if reused and attempt == 0:
+                    continue
+                raise
+            except BaseException:
+                self._drop(conn)
+                raise
+            self._idle.append(conn)
+            return replies
+        raise AssertionError("unreachable")
+
+    def _repair(self, cmds: Sequence[Command], replies: list[Any]) -> list[Any]:
+        missing = [
+            i for i, (c, r) in enumerate(zip(cmds, replies, strict=True)) if self._missing_script(c, r)
+        ]
+        if missing:
+            for sha in {cmds[i][1] for i in missing}:
+                self._roundtrip([("SCRIPT", "LOAD", self._bodies[sha])])
+            again = self._roundtrip([cmds[i] for i in missing])
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        return replies
+
+    def execute(self, *cmd: Any) -> Any:
+        reply = self._repair([cmd], self._roundtrip([cmd]))[0]
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
+
+    def pipeline(self, cmds: Sequence[Command]) -> list[Any]:
+        if not cmds:
+            return []
+        return self._repair(cmds, self._roundtrip(cmds))
+
+    def wait(self, wake_keys: Sequence[str], channels: Sequence[str], timeout_s: float) -> None:
+        conn, _ = self._take()
+        limit = conn.socket_timeout
+        if limit is not None:
+            timeout_s = min(timeout_s, max(0.001, float(limit) * 0.9))
+        try:
+            conn.send_command("BLPOP", *wake_keys, f"{timeout_s:.3f}")
+            conn.read_response()
+        except BaseException:
+            self._drop(conn)
+            raise
+        self._idle.append(conn)
+
+    def scan(self, pattern: str) -> Iterator[bytes]:
+        return self.client.scan_iter(match=pattern, count=1000)
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all, self._idle = self._all, [], []
+        for conn in conns:
+            conn.disconnect()
+        self.client.close()
+
+
+def _node(host: str, port: int) -> ClusterNode:
+    node: ClusterNode = ClusterNode(host, port)  # type: ignore[no-untyped-call]
+    return node
+
+
+def cluster_client(url: str) -> Any:
+    """A ``RedisCluster`` for ``redis+cluster://[user:pass@]host:port[,host:port...][?query]``.
+
+    Query options are those of ``redis://`` URLs (``ssl=true`` and the ``ssl_*`` options
+    for TLS, ``socket_timeout``, ...).
+    """
+    parts = urlsplit(url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    nodes = []
+    for hostport in hosts.split(","):
+        host, _, port = hostport.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"redis+cluster URL {url!r}: expected host:port[,host:port...]")
+        nodes.append(_node(host, int(port)))
+    query = parts.query
+    scheme = "redis"
+    if "ssl=true" in query.lower().split("&"):
+        scheme = "rediss"
+        query = "&".join(q for q in query.split("&") if q.lower() != "ssl=true")
+    first = f"{userinfo}@{nodes[0].host}:{nodes[0].port}" if userinfo else f"{nodes[0].host}:{nodes[0].port}"
+    base = urlunsplit((scheme, first, "", query, ""))
+    return RedisCluster.from_url(base, startup_nodes=nodes, decode_responses=False)  # a RedisCluster
+
+
+class ClusterLink(Link):
+    """A Redis Cluster, through redis-py's cluster client (routing, redirects, failover)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.client = cluster_client(url)
+        self._local = threading.local()
+        self._subs: list[Any] = []
+        self._lock = threading.Lock()
+
+    def _load(self, shas: set[str]) -> None:
+        for sha in shas:
+            self.client.script_load(self._bodies[sha])
+
+    def execute(self, *cmd: Any) -> Any:
+        try:
+            return self.client.execute_command(*cmd)
+        except NoScriptError as exc:
+            if not self._missing_script(cmd, exc):
+                raise
+            self._load({cmd[1]})
+            return self.client.execute_command(*cmd)
+
+    def pipeline(self, cmds: Sequence[Command]) -> list[Any]:
+        if not cmds:
+            return []
+        pipe = self.client.pipeline()
+        for cmd in cmds:
+            pipe.execute_command(*cmd)
+        replies = list(pipe.execute(raise_on_error=False))
+        missing = [
+            i for i, (c, r) in enumerate(zip(cmds, replies, strict=True)) if self._missing_script(c, r)
+        ]
+        if missing:
+            self._load({cmds[i][1] for i in missing})
+            for i in missing:
+                try:
+                    replies[i] = self.client.execute_command(*cmds[i])
+                except ResponseError as exc:
+                    replies[i] = exc
+        return replies
+
+    def _pubsub(self, channels: Sequence[str]) -> Any:
+        subs: tuple[Any, set[str]] | None = getattr(self._local, "subs", None)
+        if subs is None:
+            subs = self._local.subs = (self.client.pubsub(), set())
+            with self._lock:
+                self._subs.append(subs[0])
+        pubsub, joined = subs
+        new = [c for c in channels if c not in joined]
+        if new:
+            pubsub.subscribe(*new)
+            joined.update(new)
+        return pubsub
+
+    def wait(self, wake_keys: Sequence[str], channels: Sequence[str], timeout_s: float) -> None:
+        pubsub = self._pubsub(channels)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            msg = pubsub.get_message(ignore_subscribe_messages=True, timeout=max(0.0, left))
+            if msg is not None:
+                while pubsub.get_message(ignore_subscribe_messages=True, timeout=0.0) is not None:
+                    pass
+                return
+            if left <= 0:
+                return
+
+    def scan(self, pattern: str) -> Iterator[bytes]:
+        keys: Iterator[bytes] = self.client.scan_iter(match=pattern, count=1000)
+        return keys
+
+    def close(self) -> None:
+        with self._lock:
+            subs, self._subs = self._subs, []
+        for pubsub in subs:
+            pubsub.close()
+        self.client.close()

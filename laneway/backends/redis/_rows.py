@@ -1,0 +1,106 @@
+"""Turning ``NewJob``/``Outcome`` into script arguments and job hashes back into records.
+
+Job hash fields are listed in ``lib.lua``; scripts return them in the order of
+``FIELDS`` there (an ``HMGET``), which ``record`` reads by position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..._records import JobRecord, NewJob, OnDead, Outcome, Status, Verdict
+from ._keys import TOKEN_SPACE
+
+US = 1_000_000
+
+STATUS_OF: dict[bytes, Status] = {
+    b"S": Status.SCHEDULED,
+    b"Q": Status.QUEUED,
+    b"R": Status.RUNNING,
+    b"D": Status.SUCCEEDED,
+    b"Y": Status.RETRYING,
+    b"X": Status.DEAD,
+    b"C": Status.CANCELLED,
+}
+CODE_OF = {status: code.decode() for code, status in STATUS_OF.items()}
+VERDICT_CODE = {Verdict.SUCCEEDED: "D", Verdict.RETRY: "Y", Verdict.DEAD: "X", Verdict.RELEASE: "L"}
+
+Row = Sequence[bytes | None]
+
+FIELD_NAMES = ("k", "q", "l", "p", "P", "s", "a", "m", "o", "u", "x", "B", "e", "r", "n", "t", "w", "g",
+               "f", "R", "E", "T")  # fmt: skip
+"""Job hash fields in the order ``record`` reads them (``FIELDS`` in ``lib.lua``)."""
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode()
+
+
+def _time(value: bytes | None) -> float | None:
+    return None if value is None else int(value) / US
+
+
+def record(row: Row, shard: int) -> JobRecord:
+    """A ``JobRecord`` from the job id followed by an ``HMGET`` of FIELDS (``lib.lua``)."""
+    (job_id, task, queue, lane, prio, payload, status, attempts, max_attempts, timeout, unique, ttl,
+     block, enqueued, run_at, seq, lease, worker, started, finished, result, error, tb) = row  # fmt: skip
+    assert job_id is not None and task is not None and queue is not None and status is not None
+    return JobRecord(
+        id=job_id.decode(),
+        task=task.decode(),
+        queue=queue.decode(),
+        lane=_text(lane),
+        priority=int(prio or 0),
+        payload=payload or b"",
+        status=STATUS_OF[status],
+        attempts=int(attempts or 0),
+        max_attempts=int(max_attempts or 0),
+        timeout_s=None if timeout is None else float(timeout),
+        unique=_text(unique),
+        result_ttl_s=int(ttl or 0) / US,
+        on_dead=OnDead.BLOCK if block else OnDead.SKIP,
+        enqueued_at=int(enqueued or 0) / US,
+        run_at=int(run_at or 0) / US,
+        seq=None if seq is None else int(seq),
+        token=None if lease is None else int(lease) * TOKEN_SPACE + shard,
+        worker=_text(worker),
+        started_at=_time(started),
+        finished_at=_time(finished),
+        result=result,
+        error=_text(error),
+        traceback=_text(tb),
+    )
+
+
+def job_args(job: NewJob) -> list[str | bytes | int]:
+    """The 13 per-job arguments of ``enqueue.lua``."""
+    return [
+        job.id,
+        job.task,
+        job.queue,
+        job.lane or "",
+        job.priority,
+        job.payload,
+        job.max_attempts,
+        "" if job.timeout_s is None else repr(float(job.timeout_s)),
+        job.unique or "",
+        round(job.result_ttl_s * US),
+        "1" if job.on_dead is OnDead.BLOCK else "",
+        round(job.delay_s * US),
+        "" if job.run_at is None else round(job.run_at * US),
+    ]
+
+
+def outcome_args(out: Outcome, lease: int) -> list[str | bytes | int]:
+    """The 8 per-outcome arguments of ``finish.lua``."""
+    flags = "".join("0" if v is None else "1" for v in (out.result, out.error, out.traceback))
+    return [
+        out.job_id,
+        lease,
+        VERDICT_CODE[out.verdict],
+        flags,
+        out.result or b"",
+        out.error or "",
+        out.traceback or "",
+        max(0, round(out.delay_s * US)),
+    ]

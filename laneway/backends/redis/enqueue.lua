@@ -1,0 +1,57 @@
+--[[ enqueue: store jobs of one shard atomically, in order (also claim_tick).
+
+KEYS  P c, P n, P u, P a, P t, P held, then for each job: P j:<id>, P r:<q>, P d:<q>,
+      P w:<q>, P L:<q>, P l:<q>|<lane> (the job key again when it has no lane).
+ARGV  [1] wake channel prefix ('' = wake lists), [2] periodic schedule name ('' = none),
+      [3] its tick, then 13 per job: id, task, queue, lane (''), priority, payload,
+      max_attempts, timeout_s (''), unique (''), result_ttl_us, on_dead_block ('1'/''),
+      delay_us, run_at_us ('' = now + delay).
+Returns one entry per job: 1 when stored, else the id of the pending job holding its
+unique key. With a tick: {0} when the tick was already taken.
+]]
+
+local tick_name = ARGV[2]
+if tick_name ~= '' then
+  local last = redis.call('HGET', P .. 't', tick_name)
+  if last and tonumber(last) >= tonumber(ARGV[3]) then return {0} end
+  redis.call('HSET', P .. 't', tick_name, ARGV[3])
+end
+
+local out = {}
+local order = redis.call('HINCRBY', KEYS[1], 'i', (#ARGV - 3) / 13) - (#ARGV - 3) / 13
+for i = 4, #ARGV, 13 do
+  local id, q, lane, uniq = ARGV[i], ARGV[i + 2], ARGV[i + 3], ARGV[i + 8]
+  local holder = uniq ~= '' and redis.call('HGET', P .. 'u', uniq)
+  if holder then
+    out[#out + 1] = holder
+  else
+    local run_at = NOW + tonumber(ARGV[i + 11])
+    if ARGV[i + 12] ~= '' then run_at = tonumber(ARGV[i + 12]) end
+    local status = 'Q'
+    if run_at > NOW then status = 'S' end
+    local j = jkey(id)
+    local f = {'k', ARGV[i + 1], 'q', q, 'p', ARGV[i + 4], 'P', ARGV[i + 5], 's', status, 'a', 0,
+               'm', ARGV[i + 6], 'x', ARGV[i + 9], 'e', NOW, 'r', run_at}
+    if lane ~= '' then f[#f + 1] = 'l'; f[#f + 1] = lane else lane = false end
+    if ARGV[i + 7] ~= '' then f[#f + 1] = 'o'; f[#f + 1] = ARGV[i + 7] end
+    if uniq ~= '' then
+      f[#f + 1] = 'u'; f[#f + 1] = uniq
+      redis.call('HSET', P .. 'u', uniq, id)
+    end
+    if ARGV[i + 10] == '1' then f[#f + 1] = 'B'; f[#f + 1] = '1' end
+    local seq
+    if status == 'Q' then
+      seq = redis.call('HINCRBY', KEYS[1], 's', 1)
+      f[#f + 1] = 'n'; f[#f + 1] = seq
+    end
+    redis.call('HSET', j, unpack(f))
+    order = order + 1
+    redis.call('ZADD', P .. 'a', order, id)
+    count(q, nil, status)
+    if status == 'S' then schedule(q, id, run_at) else join(q, lane, id, seq, true) end
+    out[#out + 1] = 1
+  end
+end
+flush_counts()
+if tick_name ~= '' then return {1} end
+return out

@@ -1,0 +1,163 @@
+--[[ laneway Redis backend: helpers shared by every script (prepended when loaded).
+
+KEY SCHEMA. Every key of a namespace starts with "<ns>:". Work is split over N shards
+(N = 1 for redis://, 16 by default for redis+cluster://); every key of shard k carries the
+hash tag {<tag k>}, so one script only ever touches one hash slot. P below is the shard
+prefix "<ns>:{<tag k>}:". KEYS[1] of every script is P.."c"; the scripts take P from it.
+
+  P c            hash    s -> last lane seq, t -> last lease number, i -> last insertion number
+  P n            hash    "<queue>|<status>" -> job count (stats); zero counts are deleted
+  P held         hash    "<queue>|<lane>" -> number of the lease holding the named lane
+  P K            zset    lease number -> expiry (us)
+  P k:<c>        hash    lease c: w -> worker; "j<id>" -> "<queue>|<lane>" ("" if unlaned)
+  P u            hash    unique key -> id of the pending job holding it
+  P x            zset    succeeded/cancelled job id -> time it may be pruned (us)
+  P D            zset    dead job id -> insertion number, for listing and purging
+  P a            zset    every stored job id -> insertion number, for listing newest first
+  P t            hash    periodic schedule name -> last enqueued tick
+  P meta         hash    put_meta/get_meta values (shard 0 only)
+  P j:<id>       hash    one job (fields below)
+  P l:<q>|<lane> zset    pending jobs of a named lane (queued, retrying, dead+block) by seq;
+                         running jobs leave it and come back with their seq; gone when empty
+  P L:<q>        set     named lanes of queue q that have pending work or are held
+  P r:<q>        zset    READY index of queue q: lane name, or "\0<id>" for an unlaned job,
+                         scored (255 - head priority) * 2^44 + head seq. A lane is in it
+                         exactly while it is not held and its head is queued.
+  P d:<q>        zset    due times (us) of scheduled jobs and retrying jobs of queue q
+  P w:<q>        list    wake-up tokens of queue q (at most one), BLPOPed by idle workers
+                         (with a cluster, PUBLISH on "<ns>:wake:<q>" is used instead)
+
+JOB FIELDS: k task, q queue, l lane, p priority, P payload, s status (S scheduled,
+Q queued, R running, D succeeded, Y retrying, X dead, C cancelled), a attempts,
+m max_attempts, o timeout_s, u unique, x result_ttl (us), B "1" when on_dead=block,
+e enqueued_at (us), r run_at (us), n seq, t lease number, w worker, g started_at (us),
+f finished_at (us), R result, E error, T traceback.
+
+Times are the server's clock (TIME) in integer microseconds. Lease numbers are per shard;
+the client's fencing token is number * 1024 + shard.
+]]
+
+local P = string.sub(KEYS[1], 1, -2)
+local CHAN = ARGV[1]
+local T0 = redis.call('TIME')
+local NOW = tonumber(T0[1]) * 1000000 + tonumber(T0[2])
+local BAND = 17592186044416
+local FIELDS = {'k', 'q', 'l', 'p', 'P', 's', 'a', 'm', 'o', 'u', 'x', 'B', 'e', 'r', 'n', 't', 'w', 'g',
+                'f', 'R', 'E', 'T'}
+
+local function jkey(id) return P .. 'j:' .. id end
+local function lkey(q, lane) return P .. 'l:' .. q .. '|' .. lane end
+
+local COUNTS = {}
+local function count(q, from, to)
+  if from then local f = q .. '|' .. from; COUNTS[f] = (COUNTS[f] or 0) - 1 end
+  if to then local f = q .. '|' .. to; COUNTS[f] = (COUNTS[f] or 0) + 1 end
+end
+local function flush_counts()
+  for f, d in pairs(COUNTS) do
+    if d ~= 0 and redis.call('HINCRBY', P .. 'n', f, d) == 0 then redis.call('HDEL', P .. 'n', f) end
+  end
+end
+
+local WOKEN = {}
+local function wake(q)
+  if WOKEN[q] then return end
+  WOKEN[q] = true
+  if CHAN ~= '' then
+    redis.call('PUBLISH', CHAN .. q, '1')
+  else
+    local w = P .. 'w:' .. q
+    if redis.call('LLEN', w) == 0 then redis.call('RPUSH', w, '1') end
+  end
+end
+
+local function score(prio, seq) return (255 - tonumber(prio)) * BAND + tonumber(seq) end
+
+-- Put a job's due time in its queue's schedule; wake waiters if it is now the earliest.
+local function schedule(q, id, due)
+  local d = P .. 'd:' .. q
+  redis.call('ZADD', d, due, id)
+  if redis.call('ZRANGE', d, 0, 0)[1] == id then wake(q) end
+end
+
+-- Make a lane ready when it is free and its head is queued, and take it out of the ready
+-- index otherwise. An unlaned job (lane false) is a lane of its own.
+local function reindex(q, lane, id)
+  local r = P .. 'r:' .. q
+  if not lane then
+    local v = redis.call('HMGET', jkey(id), 's', 'p', 'n')
+    if v[1] == 'Q' then
+      redis.call('ZADD', r, score(v[2], v[3]), '\0' .. id)
+      wake(q)
+    else
+      redis.call('ZREM', r, '\0' .. id)
+    end
+    return
+  end
+  if redis.call('HEXISTS', P .. 'held', q .. '|' .. lane) == 1 then return end
+  local head = redis.call('ZRANGE', lkey(q, lane), 0, 0)[1]
+  if head then
+    local v = redis.call('HMGET', jkey(head), 's', 'p', 'n')
+    if v[1] == 'Q' then
+      redis.call('ZADD', r, score(v[2], v[3]), lane)
+      wake(q)
+      return
+    end
+  else
+    redis.call('SREM', P .. 'L:' .. q, lane)
+  end
+  redis.call('ZREM', r, lane)
+end
+
+-- Put a job (back) into its lane with its seq. A job that takes a fresh seq can never be
+-- the new head of a non-empty lane, so only a first member or an old seq re-indexes.
+local function join(q, lane, id, seq, fresh)
+  if not lane then return reindex(q, false, id) end
+  local lk = lkey(q, lane)
+  redis.call('ZADD', lk, seq, id)
+  if fresh and redis.call('ZCARD', lk) > 1 then return end
+  redis.call('SADD', P .. 'L:' .. q, lane)
+  reindex(q, lane, id)
+end
+
+local function drop_unique(uniq, id)
+  if uniq and redis.call('HGET', P .. 'u', uniq) == id then redis.call('HDEL', P .. 'u', uniq) end
+end
+
+-- A job goes dead: kept with its error; with on_dead=block a laned job stays its lane's head.
+local function go_dead(id, v, err, tb)
+  -- v: HMGET of s q l u n B
+  local j = jkey(id)
+  local sets = {'s', 'X', 'f', NOW}
+  if err then sets[#sets + 1] = 'E'; sets[#sets + 1] = err end
+  if tb then sets[#sets + 1] = 'T'; sets[#sets + 1] = tb end
+  redis.call('HSET', j, unpack(sets))
+  redis.call('HDEL', j, 't')
+  if not err then redis.call('HDEL', j, 'E') end
+  if not tb then redis.call('HDEL', j, 'T') end
+  redis.call('ZADD', P .. 'D', redis.call('ZSCORE', P .. 'a', id) or 0, id)
+  drop_unique(v[4], id)
+  count(v[2], v[1], 'X')
+  if v[3] and v[6] == '1' then redis.call('ZADD', lkey(v[2], v[3]), v[5], id) end
+end
+
+-- Forget job id in lease c; when it was the last job of its lane in the lease, the lane is
+-- free again; when it was the last job of the lease, the lease is gone.
+local function leave_lease(c, id, q, lane)
+  local k = P .. 'k:' .. c
+  redis.call('HDEL', k, 'j' .. id)
+  local left = redis.call('HVALS', k)
+  if lane then
+    local member = q .. '|' .. lane
+    local still = false
+    for _, m in ipairs(left) do if m == member then still = true; break end end
+    if not still then
+      if redis.call('HGET', P .. 'held', member) == c then redis.call('HDEL', P .. 'held', member) end
+      reindex(q, lane, id)
+    end
+  end
+  if #left <= 1 then
+    redis.call('DEL', k)
+    redis.call('ZREM', P .. 'K', c)
+  end
+end

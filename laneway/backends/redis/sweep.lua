@@ -1,0 +1,81 @@
+--[[ sweep: recover the jobs of expired leases (or of one worker's leases) in one shard,
+and prune succeeded/cancelled jobs whose result_ttl has passed.
+
+KEYS  P c, P n, P u, P x, P D, P K, P held, P a.
+ARGV  [1] wake channel prefix, [2] worker whose leases are recovered now ('' = none),
+      [3] most leases recovered per call, [4] most jobs pruned per call.
+Returns {jobs recovered, jobs pruned, 1 if more work is left for another call}.
+]]
+
+local worker, max_leases, max_prune = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+
+local function doomed_leases()
+  if worker == '' then
+    return redis.call('ZRANGEBYSCORE', P .. 'K', '-inf', NOW, 'LIMIT', 0, max_leases)
+  end
+  local found = {}
+  local all = redis.call('ZRANGE', P .. 'K', 0, -1, 'WITHSCORES')
+  for i = 1, #all, 2 do
+    if #found >= max_leases then break end
+    if tonumber(all[i + 1]) <= NOW or redis.call('HGET', P .. 'k:' .. all[i], 'w') == worker then
+      found[#found + 1] = all[i]
+    end
+  end
+  return found
+end
+
+-- A running job of a lost lease goes back to the head of its lane (or dead when it has
+-- used all its attempts).
+local function recover(id, c)
+  local j = jkey(id)
+  local v = redis.call('HMGET', j, 's', 'q', 'l', 'u', 'n', 'B', 't', 'a', 'm')
+  if v[1] ~= 'R' or v[7] ~= c then return 0 end
+  local q, lane = v[2], v[3]
+  if tonumber(v[8]) >= tonumber(v[9]) then
+    local err = 'lease expired: worker lost while running attempt ' .. v[8] .. ' of ' .. v[9]
+    go_dead(id, v, err, false)
+  else
+    redis.call('HSET', j, 's', 'Q', 'E', 'lease expired: worker lost; re-queued')
+    redis.call('HDEL', j, 't')
+    count(q, 'R', 'Q')
+    if lane then redis.call('ZADD', lkey(q, lane), v[5], id) end
+  end
+  if not lane then reindex(q, false, id) end
+  return 1
+end
+
+local recovered = 0
+local leases = doomed_leases()
+for _, c in ipairs(leases) do
+  local k = P .. 'k:' .. c
+  local fields = redis.call('HGETALL', k)
+  local lanes = {}
+  for i = 1, #fields, 2 do
+    if string.sub(fields[i], 1, 1) == 'j' then
+      recovered = recovered + recover(string.sub(fields[i], 2), c)
+      if fields[i + 1] ~= '' then lanes[fields[i + 1]] = true end
+    end
+  end
+  redis.call('DEL', k)
+  redis.call('ZREM', P .. 'K', c)
+  for member in pairs(lanes) do
+    if redis.call('HGET', P .. 'held', member) == c then redis.call('HDEL', P .. 'held', member) end
+    local bar = string.find(member, '|', 1, true)
+    reindex(string.sub(member, 1, bar - 1), string.sub(member, bar + 1), nil)
+  end
+end
+
+local pruned = redis.call('ZRANGEBYSCORE', P .. 'x', '-inf', NOW, 'LIMIT', 0, max_prune)
+for _, id in ipairs(pruned) do
+  local v = redis.call('HMGET', jkey(id), 's', 'q')
+  if v[1] == 'D' or v[1] == 'C' then
+    redis.call('DEL', jkey(id))
+    redis.call('ZREM', P .. 'a', id)
+    count(v[2], v[1], nil)
+  end
+  redis.call('ZREM', P .. 'x', id)
+end
+flush_counts()
+local more = 0
+if #leases >= max_leases or #pruned >= max_prune then more = 1 end
+return {recovered, #pruned, more}

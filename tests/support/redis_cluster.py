@@ -1,0 +1,162 @@
+"""A private three-master Redis Cluster for the tests, started once per test process.
+
+``cluster_url()`` starts three ``redis-server --cluster-enabled yes`` processes on free
+loopback ports (in a temporary directory, no persistence), joins them with
+``redis-cli --cluster create``, waits for ``cluster_state:ok`` on every node and returns
+``redis+cluster://127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3``. The servers are stopped by
+their PIDs when the process exits. ``LANEWAY_TEST_REDIS_CLUSTER`` names an existing
+cluster instead.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+MASTERS = 3
+START_TIMEOUT_S = 30.0
+_lock = threading.Lock()
+
+
+@dataclass
+class _Cluster:
+    ports: list[int]
+    workdir: str
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        self.procs.clear()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+_cluster: _Cluster | None = None
+_failure: str | None = None
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ports p with p and the cluster bus port p + 10000 both free."""
+    ports: list[int] = []
+    candidate = 17101
+    while len(ports) < count and candidate < 20000:
+        if _port_free(candidate) and _port_free(candidate + 10000):
+            ports.append(candidate)
+        candidate += 1
+    if len(ports) < count:
+        raise RuntimeError("no free loopback ports for a private Redis Cluster")
+    return ports
+
+
+def _cli(port: int, *args: str) -> str:
+    out = subprocess.run(
+        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args],
+        capture_output=True,
+        timeout=10,
+        check=False,
+    )
+    return out.stdout.decode(errors="replace")
+
+
+def _wait_for(predicate: object, what: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if callable(predicate) and predicate():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"private Redis Cluster: timed out waiting for {what}")
+
+
+def _start() -> _Cluster:
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        raise RuntimeError("redis-server and redis-cli must be on PATH for the redis-cluster tests")
+    cluster = _Cluster(_free_ports(MASTERS), tempfile.mkdtemp(prefix="laneway-cluster-"))
+    try:
+        for port in cluster.ports:
+            node_dir = os.path.join(cluster.workdir, str(port))
+            os.makedirs(node_dir)
+            cmd = [
+                "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", "5000", "--save", "", "--appendonly", "no",
+                "--dir", node_dir, "--daemonize", "no", "--logfile", "redis.log",
+            ]  # fmt: skip
+            cluster.procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for port in cluster.ports:
+            _wait_for(lambda port=port: _cli(port, "PING").strip() == "PONG", f"node {port}")
+        create = subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in cluster.ports),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True, timeout=60, check=False,
+        )  # fmt: skip
+        if create.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed: {create.stdout.decode()[-500:]}")
+        for port in cluster.ports:
+            _wait_for(
+                lambda port=port: "cluster_state:ok" in _cli(port, "CLUSTER", "INFO"), "cluster_state:ok"
+            )
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def _stop_at_exit() -> None:
+    global _cluster
+    with _lock:
+        if _cluster is not None:
+            _cluster.stop()
+            _cluster = None
+
+
+def cluster_url() -> str:
+    """The URL of the session's private cluster, started on first use.
+
+    Skips the calling test when the cluster cannot be started (fails under ``CI=true``).
+    """
+    global _cluster, _failure
+    existing = os.environ.get("LANEWAY_TEST_REDIS_CLUSTER")
+    if existing:
+        return existing
+    with _lock:
+        if _cluster is None and _failure is None:
+            try:
+                _cluster = _start()
+                atexit.register(_stop_at_exit)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                _failure = str(exc)
+        if _cluster is not None:
+            return _cluster.url
+    message = f"no private Redis Cluster: {_failure}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
