@@ -179,6 +179,8 @@ class Worker:
             recs = backend.claim(
                 self.queues, worker=self.id, limit=free, batch=self.batch, lease_s=self.lease_s
             )
+            self.stats.claim_calls += 1
+            self.stats.empty_claims += not recs
             if recs:
                 self._dispatch(recs)
             elif burst:
