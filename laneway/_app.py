@@ -213,15 +213,22 @@ class App(BusMixin):
         opts: Options,
         headers: Mapping[str, str] | None = None,
     ) -> list[NewJob]:
+        """Validate, run the enqueue middleware, encode: the jobs to store, nothing stored yet."""
+        fields = self._resolve(task, opts)
+        if not self.enqueue_middleware:
+            hdrs = dict(headers or {})
+            return [self._new_job(task, args, kwargs, hdrs, fields, new_id()) for args, kwargs in calls]
         stack = compose(self.enqueue_middleware, lambda env: env)
         news = []
         for args, kwargs in calls:
             env = stack(Envelope(new_id(), task, args, dict(kwargs), opts, dict(headers or {})))
-            news.append(self._new_job(env))
+            resolved = fields if env.options is opts else self._resolve(task, env.options)
+            news.append(self._new_job(task, env.args, env.kwargs, env.headers, resolved, env.id))
         return news
 
-    def _new_job(self, env: Envelope) -> NewJob:
-        t, o, d = env.task.opts, env.options, self.defaults
+    def _resolve(self, task: Task, o: Options) -> dict[str, Any]:
+        """The stored fields every call with these options shares (checked once per batch)."""
+        t, d = task.opts, self.defaults
         queue = o.queue or t.queue or self.default_queue
         priority = o.priority if o.priority is not None else t.priority
         priority = Priority.NORMAL if priority is None else self.priority_map.get(priority, priority)
@@ -231,20 +238,31 @@ class App(BusMixin):
             or not C.PRIORITY_MIN <= priority <= C.PRIORITY_MAX
         ):
             raise ConfigError(f"priority must be an int from 0 to 255 (or a level), not {priority!r}")
-        payload = self.codec.encode_call(env.args, env.kwargs, env.headers)
+        return {
+            "task": task.name, "queue": queue, "lane": o.lane, "priority": int(priority),
+            "max_attempts": _first(o.max_attempts, t.max_attempts, d.max_attempts),
+            "timeout_s": o.timeout if o.timeout is not None else t.timeout, "unique": o.unique,
+            "result_ttl_s": _first(o.result_ttl, t.result_ttl, d.result_ttl),
+            "on_dead": o.on_dead or t.on_dead or self.queue_on_dead.get(queue) or OnDead.SKIP,
+            "delay_s": o.delay or 0.0, "run_at": o.run_at,
+        }  # fmt: skip
+
+    def _new_job(
+        self,
+        task: Task,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        headers: Mapping[str, str],
+        fields: dict[str, Any],
+        job_id: str,
+    ) -> NewJob:
+        payload = self.codec.encode_call(args, kwargs, headers)
         if len(payload) > self.max_payload_bytes:
             raise PayloadTooLarge(
-                f"{env.task.name}: encoded call is {len(payload)} bytes, over max_payload_bytes="
+                f"{task.name}: encoded call is {len(payload)} bytes, over max_payload_bytes="
                 f"{self.max_payload_bytes}; nothing was enqueued"
             )
-        on_dead = o.on_dead or t.on_dead or self.queue_on_dead.get(queue) or OnDead.SKIP
-        return NewJob(
-            id=env.id, task=env.task.name, queue=queue, lane=o.lane, priority=int(priority),
-            payload=payload, max_attempts=_first(o.max_attempts, t.max_attempts, d.max_attempts),
-            timeout_s=o.timeout if o.timeout is not None else t.timeout, unique=o.unique,
-            result_ttl_s=_first(o.result_ttl, t.result_ttl, d.result_ttl), on_dead=on_dead,
-            delay_s=o.delay or 0.0, run_at=o.run_at,
-        )  # fmt: skip
+        return NewJob(id=job_id, payload=payload, **fields)
 
     def _enqueue(
         self, task: Task, calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]], opts: Options
@@ -318,7 +336,7 @@ class App(BusMixin):
 
     def worker(self, queues: Sequence[str] | str | None = None, **settings: Any) -> Worker:
         """A worker for ``queues`` (priority order). See ``laneway.Worker`` for settings."""
-        from ._worker import Worker, WorkerListener
+        from ._worker import Worker
 
         return Worker(self, queues, **settings)
 

@@ -20,7 +20,7 @@ import heapq
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .._errors import ConfigError
@@ -38,6 +38,7 @@ from .._records import (
 from ._base import Backend
 
 _LaneKey = tuple[str, str]
+_RECORD_FIELDS = tuple(f.name for f in fields(JobRecord))
 _SOLO = "\x00"  # prefix of the private lane key of a job without a lane
 
 
@@ -84,7 +85,10 @@ class MemoryBackend(Backend):
         return (rec.queue, rec.lane if rec.lane is not None else _SOLO + rec.id)
 
     def _set(self, job: _Job, **changes: Any) -> JobRecord:
-        job.rec = replace(job.rec, **changes)
+        rec = job.rec
+        values = {name: getattr(rec, name) for name in _RECORD_FIELDS}
+        values.update(changes)
+        job.rec = JobRecord(**values)
         return job.rec
 
     def _join_lane(self, job: _Job, *, new_seq: bool) -> None:
