@@ -1,0 +1,128 @@
+"""OpenTelemetry: the producer's span is the parent of the job's span, across the backend."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+import laneway
+from laneway._otel import instrument_tracing
+from laneway.testing import memory_app
+
+
+@pytest.fixture
+def spans():
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider, exporter
+    provider.shutdown()
+
+
+def by_name(exporter: InMemorySpanExporter, name: str):
+    found = [s for s in exporter.get_finished_spans() if s.name == name]
+    assert found, f"no span {name!r} in {[s.name for s in exporter.get_finished_spans()]}"
+    return found
+
+
+def test_producer_span_is_the_parent_of_the_job_span(spans):
+    provider, exporter = spans
+    app = memory_app()
+    instrument_tracing(app, provider)
+    seen = []
+
+    @app.task(name="resize")
+    def resize(image_id: int) -> None:
+        seen.append(image_id)
+
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("web request"):
+        job = resize.options(lane="user:42").enqueue(7)
+    app.run_until_idle()
+
+    assert seen == [7]
+    assert "traceparent" in app.get_job(job.id).headers
+    (request,) = by_name(exporter, "web request")
+    (send,) = by_name(exporter, "send resize")
+    (process,) = by_name(exporter, "process resize")
+    assert send.kind is SpanKind.PRODUCER and process.kind is SpanKind.CONSUMER
+    assert send.parent.span_id == request.context.span_id
+    assert process.parent.span_id == send.context.span_id
+    assert process.context.trace_id == request.context.trace_id
+    assert process.attributes["messaging.destination.name"] == "default"
+    assert process.attributes["laneway.lane"] == "user:42"
+    assert process.attributes["messaging.message.id"] == job.id
+
+
+def test_trace_context_crosses_a_worker_thread(spans):
+    provider, exporter = spans
+    app = memory_app()
+    instrument_tracing(app, provider)
+
+    @app.task(name="t")
+    def t() -> None: ...
+
+    t.enqueue()
+    app.worker(idle_wait_s=0.01).run(burst=True)
+
+    (send,) = by_name(exporter, "send t")
+    (process,) = by_name(exporter, "process t")
+    assert process.parent.span_id == send.context.span_id
+
+
+def test_every_attempt_is_a_child_span_and_failures_are_marked_as_errors(spans):
+    provider, exporter = spans
+    app = memory_app(backoff_s=0.0, backoff_max_s=0.0)
+    instrument_tracing(app, provider)
+
+    @app.task(name="flaky", max_attempts=2)
+    def flaky() -> None:
+        raise ValueError("broken")
+
+    flaky.enqueue()
+    app.run_until_idle()
+    app.run_until_idle()
+
+    (send,) = by_name(exporter, "send flaky")
+    attempts = by_name(exporter, "process flaky")
+    assert [a.attributes["laneway.attempt"] for a in attempts] == [1, 2]
+    assert all(a.parent.span_id == send.context.span_id for a in attempts)
+    assert all(a.status.status_code is StatusCode.ERROR for a in attempts)
+    assert attempts[0].events[0].name == "exception"
+
+
+def test_a_requested_retry_is_an_event_not_an_error(spans):
+    provider, exporter = spans
+    app = memory_app()
+    instrument_tracing(app, provider)
+
+    @app.task(name="later")
+    def later() -> None:
+        raise laneway.Retry(delay=60)
+
+    later.enqueue()
+    app.run_until_idle()
+
+    (process,) = by_name(exporter, "process later")
+    assert process.status.status_code is StatusCode.UNSET
+    assert [e.name for e in process.events] == ["laneway.retry"]
+
+
+def test_a_job_enqueued_without_tracing_still_runs_in_a_root_span(spans):
+    provider, exporter = spans
+    app = memory_app()
+
+    @app.task(name="t")
+    def t() -> None: ...
+
+    t.enqueue()
+    instrument_tracing(app, provider)
+    instrument_tracing(app, provider)
+    app.run_until_idle()
+
+    (process,) = by_name(exporter, "process t")
+    assert process.parent is None
+    assert len(app.middleware) == 1
