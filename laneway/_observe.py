@@ -39,6 +39,7 @@ class HistoryListener:
         self.lane_seq = lane_seq
         self.clock = clock
         self._known: dict[str, tuple[str | None, int, int]] = {}
+        self._sent_at: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def on_claim(self, records: Sequence[JobRecord]) -> None:
@@ -47,20 +48,33 @@ class HistoryListener:
             lane, seq = self.lane_seq(rec)
             with self._lock:
                 self._known[rec.id] = (lane, seq, rec.attempts)
-            self.recorder.record(EventKind.CLAIM, rec.id, lane, seq, token=rec.token, time=now, attempt=rec.attempts)
+            self.recorder.record(
+                EventKind.CLAIM, rec.id, lane, seq, token=rec.token, time=now, attempt=rec.attempts
+            )
+
+    def on_finishing(self, outcomes: Sequence[Outcome]) -> None:
+        """Note the time before the backend sees the outcomes: the lane is released at some
+        moment after it, so a next job's START is never earlier than this ACK time in a
+        correct run, while a START that overlaps the previous job is still earlier."""
+        now = self.clock()
+        with self._lock:
+            for out in outcomes:
+                self._sent_at[out.job_id] = now
 
     def on_finish(self, outcome: Outcome, accepted: bool) -> None:
         with self._lock:
             lane, seq, attempt = self._known.pop(outcome.job_id, (None, -1, 0))
+            sent_at = self._sent_at.pop(outcome.job_id, None)
         kind = _FINAL[outcome.verdict] if accepted else EventKind.ACK_REFUSED
         if not accepted and outcome.verdict is not Verdict.SUCCEEDED:
             kind = EventKind.NACK
-        self.recorder.record(
-            kind, outcome.job_id, lane, seq, token=outcome.token, time=self.clock(), attempt=attempt
-        )
+        when = sent_at if sent_at is not None else self.clock()
+        self.recorder.record(kind, outcome.job_id, lane, seq, token=outcome.token, time=when, attempt=attempt)
 
 
-def record_in_job(recorder: HistoryRecorder, kind: EventKind, lane: str | None, seq: int, clock: Callable[[], float]) -> None:
+def record_in_job(
+    recorder: HistoryRecorder, kind: EventKind, lane: str | None, seq: int, clock: Callable[[], float]
+) -> None:
     """Record START or EFFECT for the job this handler is running."""
     job = current_job()
     if job is None:

@@ -42,11 +42,23 @@ log = logging.getLogger("laneway.worker")
 
 
 class WorkerListener(Protocol):
-    """Observes a worker (metrics, history recording). Called from worker threads."""
+    """Observes a worker (metrics, history recording). Called from worker threads.
+
+    A listener may also define ``on_finishing(outcomes)``, called just before outcomes
+    are sent to the backend (the last moment before their lanes can be released).
+    """
 
     def on_claim(self, records: Sequence[JobRecord]) -> None: ...
 
     def on_finish(self, outcome: Outcome, accepted: bool) -> None: ...
+
+
+def _notify_finishing(listeners: Sequence[WorkerListener], outcomes: Sequence[Outcome]) -> None:
+    """Tell listeners that want it (``on_finishing``) that ``outcomes`` are about to be sent."""
+    for listener in listeners:
+        hook = getattr(listener, "on_finishing", None)
+        if hook is not None:
+            hook(outcomes)
 
 
 @dataclass(slots=True)
@@ -254,6 +266,7 @@ class Worker:
                     break
                 batch.append(more)
             pending = [r.outcome for r in batch if not r.applied]
+            _notify_finishing(self.listeners, pending)
             try:
                 sent = iter(backend.finish(pending) if pending else [])
             except Exception:
