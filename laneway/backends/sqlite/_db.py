@@ -127,9 +127,10 @@ class Database:
             )  # fmt: skip
         except sqlite3.OperationalError as exc:
             raise ConfigError(f"cannot open SQLite database {self.settings.path!r}: {exc}") from exc
+        # The level was checked against SYNCHRONOUS_LEVELS: a constant, not user text.
+        pragma = f"PRAGMA synchronous = {self.settings.synchronous}"
         try:
-            # The level was checked against SYNCHRONOUS_LEVELS: a constant, not user text.
-            conn.execute(f"PRAGMA synchronous = {self.settings.synchronous}")
+            self.retrying(lambda: conn.execute(pragma), pragma)
         except BaseException:
             conn.close()
             raise
@@ -196,14 +197,26 @@ class Database:
 
     # --- transactions ----------------------------------------------------------------
 
-    def _backoff(self, attempt: int, deadline: float, what: str) -> None:
-        if time.monotonic() >= deadline:
-            raise DatabaseBusy(
-                f"{what}: the SQLite database {self.settings.path!r} stayed locked for more than "
-                f"busy_timeout_s={self.settings.busy_timeout_s}"
-            )
-        cap = min(_BACKOFF_MAX_S, _BACKOFF_FIRST_S * (2**attempt))
-        time.sleep(random.uniform(cap / 2, cap))
+    def retrying(self, attempt: Callable[[], T], what: str) -> T:
+        """Call ``attempt()`` until it does not fail with a busy error, sleeping with jittered
+        exponential backoff in between; give up with ``DatabaseBusy`` after
+        ``busy_timeout_s``. ``attempt`` must leave nothing half done when it fails."""
+        deadline = time.monotonic() + self.settings.busy_timeout_s
+        tries = 0
+        while True:
+            try:
+                return attempt()
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise DatabaseBusy(
+                        f"{what}: the SQLite database {self.settings.path!r} stayed locked for more "
+                        f"than busy_timeout_s={self.settings.busy_timeout_s}"
+                    ) from exc
+            cap = min(_BACKOFF_MAX_S, _BACKOFF_FIRST_S * 2 ** min(tries, 16))
+            time.sleep(random.uniform(cap / 2, cap))
+            tries += 1
 
     @contextmanager
     def write_lock(self) -> Iterator[None]:
@@ -224,61 +237,36 @@ class Database:
 
     def begin(self, conn: sqlite3.Connection) -> None:
         """``BEGIN IMMEDIATE`` on ``conn``, retrying while another process writes."""
-        deadline = time.monotonic() + self.settings.busy_timeout_s
-        attempt = 0
-        while True:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if not is_busy(exc):
-                    raise
-            self._backoff(attempt, deadline, "BEGIN IMMEDIATE")
-            attempt += 1
+        self.retrying(lambda: conn.execute("BEGIN IMMEDIATE"), "BEGIN IMMEDIATE")
 
     def write(self, body: Callable[[sqlite3.Connection, float], T], what: str = "write") -> T:
         """Run ``body(conn, now)`` in one ``BEGIN IMMEDIATE`` transaction and commit it.
 
         ``now`` is read once the write lock is held, so every deadline the body sets is
-        measured against the moment the transaction took effect. A busy error anywhere
-        rolls back and runs the body again (bounded by ``busy_timeout_s``); any other
-        error rolls back and propagates.
+        measured from the moment the transaction took effect. A busy error anywhere rolls
+        back and runs the body again (bounded by ``busy_timeout_s``); any other error
+        rolls back and propagates.
         """
-        deadline = time.monotonic() + self.settings.busy_timeout_s
-        attempt = 0
         with self.connection() as conn, self.write_lock():
-            while True:
+
+            def attempt() -> T:
+                conn.execute("BEGIN IMMEDIATE")
                 try:
-                    conn.execute("BEGIN IMMEDIATE")
                     result = body(conn, time.time())
                     conn.execute("COMMIT")
-                    return result
-                except sqlite3.OperationalError as exc:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    if not is_busy(exc):
-                        raise
                 except BaseException:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
                     raise
-                self._backoff(attempt, deadline, what)
-                attempt += 1
+                return result
+
+            return self.retrying(attempt, what)
 
     def read(self, body: Callable[[sqlite3.Connection], T], what: str = "read") -> T:
         """Run ``body(conn)`` on an autocommit connection (each statement sees a snapshot),
         retrying on the rare busy error a WAL reader can meet."""
-        deadline = time.monotonic() + self.settings.busy_timeout_s
-        attempt = 0
         with self.connection() as conn:
-            while True:
-                try:
-                    return body(conn)
-                except sqlite3.OperationalError as exc:
-                    if not is_busy(exc):
-                        raise
-                self._backoff(attempt, deadline, what)
-                attempt += 1
+            return self.retrying(lambda: body(conn), what)
 
     def read_snapshot(self, body: Callable[[sqlite3.Connection], T], what: str = "read") -> T:
         """Like :meth:`read`, but every statement of ``body`` sees one snapshot."""
