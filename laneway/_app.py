@@ -153,8 +153,15 @@ class App(BusMixin):
         for key in ("lane", "delay", "run_at", "unique", "connection"):
             if key in opts:
                 raise ConfigError(f"{key!r} is a per-call option: use task.options({key}=...)")
-        task = Task(self, target, name=name, opts=Options().merge(**opts), hooks=hooks,
-                    backoff_s=backoff, backoff_max_s=backoff_max)  # fmt: skip
+        task = Task(
+            self,
+            target,
+            name=name,
+            opts=Options().merge(**opts),
+            hooks=hooks,
+            backoff_s=backoff,
+            backoff_max_s=backoff_max,
+        )
         task.transactional = transactional
         if task.name in self.tasks:
             raise ConfigError(f"a task named {task.name!r} is already registered")
@@ -201,9 +208,14 @@ class App(BusMixin):
     ) -> Job:
         """Enqueue a call of task ``name`` without importing it (it runs where registered)."""
         task = self.tasks.get(name) or Task(
-            self, _unregistered, name=name, opts=Options(), hooks=Hooks(),
-            backoff_s=self.backoff_s, backoff_max_s=self.backoff_max_s,
-        )  # fmt: skip
+            self,
+            _unregistered,
+            name=name,
+            opts=Options(),
+            hooks=Hooks(),
+            backoff_s=self.backoff_s,
+            backoff_max_s=self.backoff_max_s,
+        )
         return self._enqueue(task, [(args, dict(kwargs or {}))], Options().merge(**options))[0]
 
     def _prepare(
@@ -239,13 +251,18 @@ class App(BusMixin):
         ):
             raise ConfigError(f"priority must be an int from 0 to 255 (or a level), not {priority!r}")
         return {
-            "task": task.name, "queue": queue, "lane": o.lane, "priority": int(priority),
+            "task": task.name,
+            "queue": queue,
+            "lane": o.lane,
+            "priority": int(priority),
             "max_attempts": _first(o.max_attempts, t.max_attempts, d.max_attempts),
-            "timeout_s": o.timeout if o.timeout is not None else t.timeout, "unique": o.unique,
+            "timeout_s": o.timeout if o.timeout is not None else t.timeout,
+            "unique": o.unique,
             "result_ttl_s": _first(o.result_ttl, t.result_ttl, d.result_ttl),
             "on_dead": o.on_dead or t.on_dead or self.queue_on_dead.get(queue) or OnDead.SKIP,
-            "delay_s": o.delay or 0.0, "run_at": o.run_at,
-        }  # fmt: skip
+            "delay_s": o.delay or 0.0,
+            "run_at": o.run_at,
+        }
 
     def _new_job(
         self,

@@ -229,8 +229,14 @@ class Runner:
             base = task.backoff_s if task else self.app.backoff_s
             cap = task.backoff_max_s if task else self.app.backoff_max_s
             delay = backoff_s(rec.attempts, base, cap)
-        return Outcome(rec.id, rec.token, Verdict.RETRY, error=_describe(exc),
-                       traceback=_format_tb(exc), delay_s=max(0.0, delay))  # fmt: skip
+        return Outcome(
+            rec.id,
+            rec.token,
+            Verdict.RETRY,
+            error=_describe(exc),
+            traceback=_format_tb(exc),
+            delay_s=max(0.0, delay),
+        )
 
     def _dead(
         self, rec: JobRecord, exc: BaseException, hooks: Hooks | None, job: Job, exhausted: bool = False

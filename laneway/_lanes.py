@@ -99,8 +99,14 @@ class Batch:
 
 def claim_batch(app: App, queue: str, batch: int, lease_s: float) -> Batch | None:
     """Claim the next ready lane of ``queue`` with up to ``batch`` messages."""
-    recs = app.backend.claim([check_name(queue, "queue")], worker=f"claim:{id(app):x}",
-                             limit=batch, batch=batch, max_lanes=1, lease_s=lease_s)  # fmt: skip
+    recs = app.backend.claim(
+        [check_name(queue, "queue")],
+        worker=f"claim:{id(app):x}",
+        limit=batch,
+        batch=batch,
+        max_lanes=1,
+        lease_s=lease_s,
+    )
     if not recs:
         return None
     messages, headers = [], []

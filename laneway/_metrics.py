@@ -62,7 +62,24 @@ __all__ = [
 
 log = logging.getLogger("laneway.metrics")
 
-LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)  # fmt: skip
+LATENCY_BUCKETS_S = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+)
 """Pickup latency buckets: from an idle worker's few ms to a backlog of an hour."""
 RUN_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 """Handler run-time buckets."""
@@ -107,9 +124,12 @@ class Metrics:
             registry=registry,
         )
         self.run_time = Histogram(
-            "laneway_job_run_seconds", "Handler run time, failures included.", qt, buckets=RUN_BUCKETS_S,
+            "laneway_job_run_seconds",
+            "Handler run time, failures included.",
+            qt,
+            buckets=RUN_BUCKETS_S,
             registry=registry,
-        )  # fmt: skip
+        )
 
 
 _by_registry: weakref.WeakKeyDictionary[CollectorRegistry, Metrics] = weakref.WeakKeyDictionary()
@@ -254,10 +274,14 @@ class BackendCollector(Collector):
     def _fill(self, backend: Backend, f: dict[str, GaugeMetricFamily]) -> None:
         for s in backend.stats():
             counts = {
-                Status.SCHEDULED: s.scheduled, Status.QUEUED: s.queued, Status.RUNNING: s.running,
-                Status.RETRYING: s.retrying, Status.SUCCEEDED: s.succeeded, Status.DEAD: s.dead,
+                Status.SCHEDULED: s.scheduled,
+                Status.QUEUED: s.queued,
+                Status.RUNNING: s.running,
+                Status.RETRYING: s.retrying,
+                Status.SUCCEEDED: s.succeeded,
+                Status.DEAD: s.dead,
                 Status.CANCELLED: s.cancelled,
-            }  # fmt: skip
+            }
             for status, n in counts.items():
                 f["jobs"].add_metric([s.queue, status.value], float(n))
             f["depth"].add_metric([s.queue], float(s.queued + s.retrying))

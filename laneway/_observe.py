@@ -80,5 +80,12 @@ def record_in_job(
     if job is None:
         raise RuntimeError("record_in_job must be called from inside a handler")
     rec = job.record
-    recorder.record(kind, job.id, lane, seq, token=rec.token if rec else None, time=clock(),
-                    attempt=rec.attempts if rec else None)  # fmt: skip
+    recorder.record(
+        kind,
+        job.id,
+        lane,
+        seq,
+        token=rec.token if rec else None,
+        time=clock(),
+        attempt=rec.attempts if rec else None,
+    )

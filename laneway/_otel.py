@@ -82,17 +82,23 @@ class TraceExecution:
         name = "process"
         if rec is not None:
             name = f"process {rec.task}"
-            attributes.update({
-                "messaging.destination.name": rec.queue,
-                "laneway.task": rec.task,
-                "laneway.attempt": rec.attempts,
-            })  # fmt: skip
+            attributes.update(
+                {
+                    "messaging.destination.name": rec.queue,
+                    "laneway.task": rec.task,
+                    "laneway.attempt": rec.attempts,
+                }
+            )
             if rec.lane is not None:
                 attributes["laneway.lane"] = rec.lane
         with self.tracer.start_as_current_span(
-            name, context=parent, kind=SpanKind.CONSUMER, attributes=attributes,
-            record_exception=False, set_status_on_exception=False,
-        ) as span:  # fmt: skip
+            name,
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
             try:
                 return call_next(job)
             except Retry as exc:

@@ -35,6 +35,8 @@ class _Child:
     worker_id: str
     started: float
     quick_deaths: int = 0
+    restart_at: float | None = None
+    """Set once the child has died: when its successor starts."""
 
 
 class Supervisor:
@@ -52,7 +54,16 @@ class Supervisor:
 
     def _spawn(self, index: int, generation: int, quick_deaths: int = 0) -> _Child:
         worker_id = f"{self.prefix}:w{index}.{generation}"
-        cmd = [sys.executable, "-m", "laneway", "worker", *self.child_args, "--child", "--worker-id", worker_id]
+        cmd = [
+            sys.executable,
+            "-m",
+            "laneway",
+            "worker",
+            *self.child_args,
+            "--child",
+            "--worker-id",
+            worker_id,
+        ]
         proc = subprocess.Popen(cmd)
         return _Child(index, generation, proc, worker_id, time.monotonic(), quick_deaths)
 
@@ -75,34 +86,40 @@ class Supervisor:
         self.stopping = True
 
     def _reap(self) -> None:
+        """Recover the work of children that died, and start their successors when due."""
+        now = time.monotonic()
         for index, child in list(self.children.items()):
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    self.restarts += 1
+                    self.children[index] = self._spawn(index, child.generation + 1, child.quick_deaths)
+                continue
             code = child.proc.poll()
             if code is None:
                 continue
             self._recover(child, code)
-            young = time.monotonic() - child.started < _YOUNG_S
-            quick = child.quick_deaths + 1 if young else 0
-            delay = min(_MAX_RESTART_DELAY_S, 0.25 * (2**quick)) if quick else 0.0
+            young = now - child.started < _YOUNG_S
+            child.quick_deaths = child.quick_deaths + 1 if young else 0
+            delay = min(_MAX_RESTART_DELAY_S, 0.25 * (2**child.quick_deaths)) if child.quick_deaths else 0.0
             if delay:
                 log.warning("worker %s keeps dying; restarting in %.1f s", child.worker_id, delay)
-                time.sleep(delay)
-            self.restarts += 1
-            self.children[index] = self._spawn(index, child.generation + 1, quick)
+            child.restart_at = now + delay
 
     def _recover(self, child: _Child, code: int) -> None:
         try:
             recovered = self.app.backend.sweep(worker=child.worker_id)
-        except Exception:  # noqa: BLE001 - its leases will expire on their own
+        except Exception:
             log.exception("could not recover the leases of %s", child.worker_id)
             recovered = 0
         log.warning("worker %s exited with %s; %d jobs it held went back", child.worker_id, code, recovered)
 
     def _shutdown(self) -> int:
-        for child in self.children.values():
+        alive = [c for c in self.children.values() if c.restart_at is None]
+        for child in alive:
             if child.proc.poll() is None:
                 child.proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.grace_s + 2
-        for child in self.children.values():
+        for child in alive:
             try:
                 child.proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:

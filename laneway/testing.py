@@ -62,9 +62,13 @@ def memory_app(clock: Clock | None = None, **app_kwargs: Any) -> App:
 
 
 def enqueued(
-    app: App, task: Any = None, *, queue: str | None = None, lane: str | None = None,
+    app: App,
+    task: Any = None,
+    *,
+    queue: str | None = None,
+    lane: str | None = None,
     status: Status | None = None,
-) -> list[Job]:  # fmt: skip
+) -> list[Job]:
     """Jobs stored in ``app``'s backend, oldest first, filtered by task (a ``Task`` or
     name), queue, lane and status."""
     name = getattr(task, "name", task)

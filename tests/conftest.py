@@ -70,7 +70,6 @@ def make_backend(kind: str, tmp_path: Path, namespace: str | None = None) -> Bac
         return RedisBackend(REDIS_URL, namespace=ns)
     if kind == "redis-cluster":
         from laneway.backends.redis import RedisClusterBackend
-
         from tests.support.redis_cluster import cluster_url
 
         return RedisClusterBackend(cluster_url(), namespace=ns)

@@ -174,11 +174,22 @@ class MemoryBackend(Backend):
         run_at = new.run_at if new.run_at is not None else now + new.delay_s
         status = Status.SCHEDULED if run_at > now else Status.QUEUED
         rec = JobRecord(
-            id=new.id, task=new.task, queue=new.queue, lane=new.lane, priority=new.priority,
-            payload=new.payload, status=status, attempts=0, max_attempts=new.max_attempts,
-            timeout_s=new.timeout_s, unique=new.unique, result_ttl_s=new.result_ttl_s,
-            on_dead=new.on_dead, enqueued_at=now, run_at=run_at,
-        )  # fmt: skip
+            id=new.id,
+            task=new.task,
+            queue=new.queue,
+            lane=new.lane,
+            priority=new.priority,
+            payload=new.payload,
+            status=status,
+            attempts=0,
+            max_attempts=new.max_attempts,
+            timeout_s=new.timeout_s,
+            unique=new.unique,
+            result_ttl_s=new.result_ttl_s,
+            on_dead=new.on_dead,
+            enqueued_at=now,
+            run_at=run_at,
+        )
         job = _Job(rec)
         self._jobs[rec.id] = job
         if new.unique is not None:
@@ -264,9 +275,13 @@ class MemoryBackend(Backend):
                 break
             heapq.heappop(lane.pending)
             rec = self._set(
-                head, status=Status.RUNNING, attempts=head.rec.attempts + 1, token=token,
-                worker=worker, started_at=now,
-            )  # fmt: skip
+                head,
+                status=Status.RUNNING,
+                attempts=head.rec.attempts + 1,
+                token=token,
+                worker=worker,
+                started_at=now,
+            )
             got.append(rec)
         return got
 
@@ -303,8 +318,9 @@ class MemoryBackend(Backend):
             self._drop_unique(rec)
         elif o.verdict is Verdict.RETRY:
             due = now + o.delay_s
-            self._set(job, status=Status.RETRYING, run_at=due, error=o.error,
-                      traceback=o.traceback, token=None)  # fmt: skip
+            self._set(
+                job, status=Status.RETRYING, run_at=due, error=o.error, traceback=o.traceback, token=None
+            )
             heapq.heappush(self._timers, (due, rec.id))
             self._join_lane(job, new_seq=False)
         elif o.verdict is Verdict.DEAD:
@@ -343,8 +359,7 @@ class MemoryBackend(Backend):
             error = f"lease expired: worker lost while running attempt {rec.attempts} of {rec.max_attempts}"
             self._go_dead(job, error, None, now)
         else:
-            self._set(job, status=Status.QUEUED, token=None,
-                      error="lease expired: worker lost; re-queued")  # fmt: skip
+            self._set(job, status=Status.QUEUED, token=None, error="lease expired: worker lost; re-queued")
             self._join_lane(job, new_seq=False)
         self._release_from_lease(token, rec)
         return 1
@@ -489,11 +504,16 @@ class MemoryBackend(Backend):
             return None
         head = min(members, key=lambda r: r.seq or 0)
         return LaneInfo(
-            queue=queue, lane=name, depth=len(members), head_id=head.id,
-            head_status=head.status, head_attempts=head.attempts,
-            head_age_s=now - head.enqueued_at, held=lane.held is not None,
+            queue=queue,
+            lane=name,
+            depth=len(members),
+            head_id=head.id,
+            head_status=head.status,
+            head_attempts=head.attempts,
+            head_age_s=now - head.enqueued_at,
+            held=lane.held is not None,
             blocked=head.status is Status.DEAD,
-        )  # fmt: skip
+        )
 
     def put_meta(self, key: str, value: bytes | None) -> None:
         with self._lock:

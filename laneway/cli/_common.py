@@ -20,7 +20,8 @@ from .._constants import DEFAULT_NAMESPACE, DEFAULT_URL, URL_ENV
 from .._errors import LanewayError
 
 F = TypeVar("F", bound=Callable[..., Any])
-console = Console()
+_WIDTH = None if sys.stdout.isatty() else 200  # piped output: don't fold tables to 80 columns
+console = Console(width=_WIDTH)
 err_console = Console(stderr=True)
 
 
@@ -45,9 +46,13 @@ def backend_options(fn: F) -> F:
         "--namespace", "-n", default=DEFAULT_NAMESPACE, show_default=True, help="Namespace of the app."
     )(fn)
     fn = click.option(
-        "--url", "-u", envvar=URL_ENV, default=DEFAULT_URL, show_default=True,
+        "--url",
+        "-u",
+        envvar=URL_ENV,
+        default=DEFAULT_URL,
+        show_default=True,
         help=f"Backend URL (or ${URL_ENV}).",
-    )(fn)  # fmt: skip
+    )(fn)
     return fn
 
 
@@ -87,7 +92,7 @@ def emit_json(value: Any) -> None:
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     t = Table(title=title, title_justify="left")
     for col in columns:
-        t.add_column(col, overflow="fold")
+        t.add_column(col, overflow="fold", no_wrap=col in ("queue", "id", "lane", "status"))
     for row in rows:
         t.add_row(*("" if v is None else str(v) for v in row))
     console.print(t)

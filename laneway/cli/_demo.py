@@ -10,17 +10,21 @@ import uuid
 import click
 
 from .._demo import RunConfig, print_result, run
-from ._common import console
+from ._common import F, console
 
 
-def _run_options(fn):  # type: ignore[no-untyped-def]
-    for opt in reversed([
-        click.option("--jobs", default=5000, show_default=True, help="Jobs to enqueue."),
-        click.option("--lanes", default=100, show_default=True, help="Lanes the jobs are spread over."),
-        click.option("--workers", default=3, show_default=True, help="Worker processes."),
-        click.option("--concurrency", "-c", default=8, show_default=True, help="Slots per worker process."),
-        click.option("--work-ms", default=1.0, show_default=True, help="Average time one job takes."),
-    ]):  # fmt: skip
+def _run_options(fn: F) -> F:
+    for opt in reversed(
+        [
+            click.option("--jobs", default=5000, show_default=True, help="Jobs to enqueue."),
+            click.option("--lanes", default=100, show_default=True, help="Lanes the jobs are spread over."),
+            click.option("--workers", default=3, show_default=True, help="Worker processes."),
+            click.option(
+                "--concurrency", "-c", default=8, show_default=True, help="Slots per worker process."
+            ),
+            click.option("--work-ms", default=1.0, show_default=True, help="Average time one job takes."),
+        ]
+    ):
         fn = opt(fn)
     return fn
 
@@ -28,16 +32,27 @@ def _run_options(fn):  # type: ignore[no-untyped-def]
 @click.command("demo")
 @click.option("--url", default=None, help="Backend URL (default: a fresh SQLite file in a temp dir).")
 @_run_options
-def demo_command(url: str | None, jobs: int, lanes: int, workers: int, concurrency: int, work_ms: float) -> None:
+def demo_command(
+    url: str | None, jobs: int, lanes: int, workers: int, concurrency: int, work_ms: float
+) -> None:
     """Producers send jobs over many lanes, worker processes run them, and the recorded
     history proves every lane ran in order with nothing lost or duplicated."""
     tmp = None
     if url is None:
         tmp = tempfile.mkdtemp(prefix="laneway-demo-")
         url = f"sqlite:///{os.path.join(tmp, 'demo.db')}"
-    cfg = RunConfig(url=url, namespace="demo" + uuid.uuid4().hex[:8], jobs=jobs, lanes=lanes,
-                    workers=workers, concurrency=concurrency, work_ms=work_ms)  # fmt: skip
-    console.print(f"laneway demo on [bold]{url}[/bold]: {jobs} jobs, {lanes} lanes, {workers} worker processes")
+    cfg = RunConfig(
+        url=url,
+        namespace="demo" + uuid.uuid4().hex[:8],
+        jobs=jobs,
+        lanes=lanes,
+        workers=workers,
+        concurrency=concurrency,
+        work_ms=work_ms,
+    )
+    console.print(
+        f"laneway demo on [bold]{url}[/bold]: {jobs} jobs, {lanes} lanes, {workers} worker processes"
+    )
     try:
         result = run(cfg, console)
         print_result(result, console)
@@ -55,15 +70,34 @@ def demo_command(url: str | None, jobs: int, lanes: int, workers: int, concurren
 @click.option("--kills", default=30, show_default=True, help="Workers to kill with SIGKILL during the run.")
 @click.option("--kill-every", default=0.5, show_default=True, help="Seconds between kills.")
 @click.option("--lease", "lease_s", default=2.0, show_default=True, help="Lease of the workers, seconds.")
-def chaos_command(url: str, jobs: int, lanes: int, workers: int, concurrency: int, work_ms: float,
-                  kills: int, kill_every: float, lease_s: float) -> None:  # fmt: skip
+def chaos_command(
+    url: str,
+    jobs: int,
+    lanes: int,
+    workers: int,
+    concurrency: int,
+    work_ms: float,
+    kills: int,
+    kill_every: float,
+    lease_s: float,
+) -> None:
     """Kill -9 worker processes at random while jobs run on your backend, then report
     lost, duplicated and out-of-order jobs (the RELIABILITY fault 1 soak)."""
-    cfg = RunConfig(url=url, namespace="chaos" + uuid.uuid4().hex[:8], jobs=jobs, lanes=lanes,
-                    workers=workers, concurrency=concurrency, work_ms=work_ms, kills=kills,
-                    kill_every_s=kill_every, lease_s=lease_s)  # fmt: skip
-    console.print(f"laneway chaos on [bold]{url}[/bold]: {jobs} jobs, {lanes} lanes, {workers} workers, "
-                  f"{kills} kills")  # fmt: skip
+    cfg = RunConfig(
+        url=url,
+        namespace="chaos" + uuid.uuid4().hex[:8],
+        jobs=jobs,
+        lanes=lanes,
+        workers=workers,
+        concurrency=concurrency,
+        work_ms=work_ms,
+        kills=kills,
+        kill_every_s=kill_every,
+        lease_s=lease_s,
+    )
+    console.print(
+        f"laneway chaos on [bold]{url}[/bold]: {jobs} jobs, {lanes} lanes, {workers} workers, {kills} kills"
+    )
     try:
         result = run(cfg, console)
         print_result(result, console)

@@ -40,10 +40,31 @@ def stats_command(url: str, namespace: str, as_json: bool) -> None:
         return
     table(
         f"laneway {url} ({namespace})",
-        ["queue", "scheduled", "queued", "running", "retrying", "succeeded", "dead", "cancelled", "lanes", "oldest"],
         [
-            [s.queue, s.scheduled, s.queued, s.running, s.retrying, s.succeeded, s.dead, s.cancelled, s.lanes,
-             _age(s.oldest_queued_age_s)]  # fmt: skip
+            "queue",
+            "scheduled",
+            "queued",
+            "running",
+            "retrying",
+            "succeeded",
+            "dead",
+            "cancelled",
+            "lanes",
+            "oldest",
+        ],
+        [
+            [
+                s.queue,
+                s.scheduled,
+                s.queued,
+                s.running,
+                s.retrying,
+                s.succeeded,
+                s.dead,
+                s.cancelled,
+                s.lanes,
+                _age(s.oldest_queued_age_s),
+            ]
             for s in stats
         ],
     )
@@ -51,16 +72,40 @@ def stats_command(url: str, namespace: str, as_json: bool) -> None:
         console.print("no jobs")
 
 
-def _list(url: str, namespace: str, status: str | None, queue: str | None, lane: str | None,
-          limit: int, as_json: bool, title: str) -> None:  # fmt: skip
+def _list(
+    url: str,
+    namespace: str,
+    status: str | None,
+    queue: str | None,
+    lane: str | None,
+    limit: int,
+    as_json: bool,
+    title: str,
+) -> None:
     app = open_app(url, namespace)
-    recs = app.backend.list_jobs(status=Status(status) if status else None, queue=queue, lane=lane, limit=limit)
+    recs = app.backend.list_jobs(
+        status=Status(status) if status else None, queue=queue, lane=lane, limit=limit
+    )
     if as_json:
         emit_json([_public(r) for r in recs])
         return
-    table(title, ["id", "task", "queue", "lane", "status", "attempts", "enqueued", "error"],
-          [[r.id, r.task, r.queue, r.lane, r.status.value, f"{r.attempts}/{r.max_attempts}",
-            _when(r.enqueued_at), (r.error or "")[:60]] for r in recs])  # fmt: skip
+    table(
+        title,
+        ["id", "task", "queue", "lane", "status", "attempts", "enqueued", "error"],
+        [
+            [
+                r.id,
+                r.task,
+                r.queue,
+                r.lane,
+                r.status.value,
+                f"{r.attempts}/{r.max_attempts}",
+                _when(r.enqueued_at),
+                (r.error or "")[:60],
+            ]
+            for r in recs
+        ],
+    )
 
 
 def _public(rec: JobRecord) -> dict[str, object]:
@@ -82,8 +127,15 @@ def jobs_group() -> None:
 @click.option("--queue", default=None)
 @click.option("--lane", default=None)
 @click.option("--limit", default=50, show_default=True)
-def jobs_list(url: str, namespace: str, as_json: bool, status: str | None, queue: str | None,
-              lane: str | None, limit: int) -> None:  # fmt: skip
+def jobs_list(
+    url: str,
+    namespace: str,
+    as_json: bool,
+    status: str | None,
+    queue: str | None,
+    lane: str | None,
+    limit: int,
+) -> None:
     """Jobs, newest first."""
     _list(url, namespace, status, queue, lane, limit, as_json, "jobs")
 

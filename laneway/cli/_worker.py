@@ -15,19 +15,39 @@ from ._common import load_app
 @click.command("worker")
 @click.argument("app_ref", metavar="MODULE:APP")
 @click.option("-q", "--queues", default="default", show_default=True, help="Queues, highest priority first.")
-@click.option("-c", "--concurrency", default=8, show_default=True, help="Slots (jobs held at once) per process.")
-@click.option("-p", "--processes", default=1, show_default=True, help="Worker processes, restarted if they die.")
+@click.option(
+    "-c", "--concurrency", default=8, show_default=True, help="Slots (jobs held at once) per process."
+)
+@click.option(
+    "-p", "--processes", default=1, show_default=True, help="Worker processes, restarted if they die."
+)
 @click.option("--batch", default=1, show_default=True, help="Consecutive jobs taken per claimed lane.")
 @click.option("--lease", "lease_s", type=float, default=None, help="Lease in seconds (default: the app's).")
-@click.option("--grace", "grace_s", type=float, default=C.GRACE_S, show_default=True, help="Seconds running jobs get after SIGTERM.")
+@click.option(
+    "--grace",
+    "grace_s",
+    type=float,
+    default=C.GRACE_S,
+    show_default=True,
+    help="Seconds running jobs get after SIGTERM.",
+)
 @click.option("--burst", is_flag=True, help="Exit once nothing is due and nothing is running.")
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option("--child", is_flag=True, hidden=True)
 @click.option("--worker-id", default=None, hidden=True)
 def worker_command(
-    app_ref: str, queues: str, concurrency: int, processes: int, batch: int, lease_s: float | None,
-    grace_s: float, burst: bool, log_level: str, child: bool, worker_id: str | None,
-) -> None:  # fmt: skip
+    app_ref: str,
+    queues: str,
+    concurrency: int,
+    processes: int,
+    batch: int,
+    lease_s: float | None,
+    grace_s: float,
+    burst: bool,
+    log_level: str,
+    child: bool,
+    worker_id: str | None,
+) -> None:
     """Pull and run jobs of MODULE:APP from QUEUES.
 
     With -p N, a supervisor runs N worker processes and restarts any that die, handing
@@ -37,13 +57,31 @@ def worker_command(
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = load_app(app_ref)
     if child or burst:
-        w = Worker(app, queues, concurrency=concurrency, batch=batch, lease_s=lease_s,
-                   grace_s=grace_s, worker_id=worker_id)  # fmt: skip
+        w = Worker(
+            app,
+            queues,
+            concurrency=concurrency,
+            batch=batch,
+            lease_s=lease_s,
+            grace_s=grace_s,
+            worker_id=worker_id,
+        )
         stats = w.run(burst=burst)
         logging.getLogger("laneway.worker").info("worker %s stopped: %s", w.id, stats)
         return
-    args = [app_ref, "-q", queues, "-c", str(concurrency), "--batch", str(batch), "--grace", str(grace_s),
-            "--log-level", log_level]  # fmt: skip
+    args = [
+        app_ref,
+        "-q",
+        queues,
+        "-c",
+        str(concurrency),
+        "--batch",
+        str(batch),
+        "--grace",
+        str(grace_s),
+        "--log-level",
+        log_level,
+    ]
     if lease_s is not None:
         args += ["--lease", str(lease_s)]
     raise SystemExit(Supervisor(app, args, processes, grace_s).run())

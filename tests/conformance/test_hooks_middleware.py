@@ -47,11 +47,12 @@ def test_failure_hooks_see_each_error_and_the_final_failure(app: laneway.App) ->
     calls: list[str] = []
 
     @app.task(
-        name="bad", max_attempts=1,
+        name="bad",
+        max_attempts=1,
         error=lambda job, exc: calls.append(f"error:{type(exc).__name__}"),
         failure=lambda job: calls.append("failure"),
         after=lambda job: calls.append("after"),
-    )  # fmt: skip
+    )
     def bad() -> None:
         raise KeyError("k")
 

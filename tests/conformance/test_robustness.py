@@ -106,9 +106,18 @@ def test_rule14_undecodable_payload_goes_dead_with_decode_error(backend: Backend
         return 1
 
     garbage = NewJob(
-        id=new_id(), task="ok", queue="default", lane="g", priority=2, payload=b"\xff\x00garbage",
-        max_attempts=5, timeout_s=None, unique=None, result_ttl_s=60, on_dead=OnDead.SKIP,
-    )  # fmt: skip
+        id=new_id(),
+        task="ok",
+        queue="default",
+        lane="g",
+        priority=2,
+        payload=b"\xff\x00garbage",
+        max_attempts=5,
+        timeout_s=None,
+        unique=None,
+        result_ttl_s=60,
+        on_dead=OnDead.SKIP,
+    )
     backend.enqueue([garbage])
     good = ok.options(lane="g").enqueue()
     drain(app)

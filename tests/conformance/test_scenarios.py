@@ -37,7 +37,9 @@ class SlotCheck:
             self.held[worker] = self.held.get(worker, 0) - 1
 
 
-def test_rz_scenario_a_late_worker_gets_work_at_once_and_nobody_hoards(app: laneway.App, workers: Workers) -> None:
+def test_rz_scenario_a_late_worker_gets_work_at_once_and_nobody_hoards(
+    app: laneway.App, workers: Workers
+) -> None:
     """1,000 jobs of 50 ms and 2 workers; a third started after 2 s gets work on its first
     claim, and no worker ever holds more jobs than its slots."""
     check = SlotCheck()

@@ -1,0 +1,102 @@
+"""``laneway worker``: the supervisor restarts dead children and recovers their work at once;
+``laneway demo`` proves lane order end to end."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import laneway
+
+APP = textwrap.dedent(
+    """
+    import os, time
+    import laneway
+    app = laneway.App(os.environ["T_URL"], namespace="sup", lease_s=60)
+
+    @app.task(name="work")
+    def work(i: int) -> None:
+        if i == 0 and not os.path.exists(os.environ["T_FLAG"]):
+            open(os.environ["T_FLAG"], "w").close()
+            time.sleep(30)          # the child is killed while this runs
+        with open(os.environ["T_OUT"], "a") as f:
+            f.write(f"{i}\\n")
+    """
+)
+
+
+def _children_of(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+@pytest.mark.timeout(60)
+def test_supervisor_restarts_a_killed_child_and_its_job_runs_long_before_the_lease(tmp_path: Path) -> None:
+    (tmp_path / "supapp.py").write_text(APP)
+    env = {
+        **os.environ,
+        "T_URL": f"sqlite:///{tmp_path / 'q.db'}",
+        "T_FLAG": str(tmp_path / "flag"),
+        "T_OUT": str(tmp_path / "out"),
+        "PYTHONPATH": str(tmp_path),
+    }
+    os.environ.update({k: env[k] for k in ("T_URL", "T_FLAG", "T_OUT")})
+    sys.path.insert(0, str(tmp_path))
+    import supapp  # type: ignore[import-not-found]
+
+    supapp.work.enqueue(0)
+    sup = subprocess.Popen(
+        [sys.executable, "-m", "laneway", "worker", "supapp:app", "-p", "2", "-c", "2", "--grace", "2"],
+        cwd=tmp_path,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "flag").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (tmp_path / "flag").exists(), "job 0 never started"
+        rec = supapp.app.backend.list_jobs(status=laneway.Status.RUNNING)[0]
+        first_children = _children_of(sup.pid)
+        assert len(first_children) == 2
+        for pid in first_children:
+            os.kill(pid, signal.SIGKILL)  # kill both children: one of them holds job 0
+        killed_at = time.monotonic()
+        while time.monotonic() < killed_at + 20:
+            if (tmp_path / "out").exists() and "0" in (tmp_path / "out").read_text().split():
+                break
+            time.sleep(0.05)
+        assert "0" in (tmp_path / "out").read_text().split()
+        assert time.monotonic() - killed_at < 15, "recovered by the supervisor, not by the 60 s lease"
+        while time.monotonic() < killed_at + 10 and len(set(_children_of(sup.pid)) - set(first_children)) < 2:
+            time.sleep(0.05)
+        assert len(set(_children_of(sup.pid)) - set(first_children)) == 2, "both children were restarted"
+        job = supapp.app.get_job(rec.id)
+        assert job is not None and job.status is laneway.Status.SUCCEEDED and job.attempts == 2
+    finally:
+        sup.send_signal(signal.SIGTERM)
+        sup.wait(15)
+        supapp.app.close()
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("supapp", None)
+    assert sup.returncode == 0
+
+
+@pytest.mark.timeout(120)
+def test_demo_command_runs_lanes_in_order_with_nothing_lost(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "laneway", "demo", "--jobs", "600", "--lanes", "30", "--workers", "2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK" in result.stdout and "0 lost" in result.stdout and "0 out of" in result.stdout
+    assert "jobs/s" in result.stdout
