@@ -3,7 +3,20 @@
 Producers enqueue ``jobs`` over ``lanes`` (each lane owned by one producer thread, so
 its send order is defined); ``workers`` worker processes run them; with ``kills`` > 0
 random workers are killed with SIGKILL during the run and restarted. At the end the
-recorded history is checked: nothing lost, nothing out of order, no stale ack accepted.
+recorded history is checked: nothing lost, nothing out of order, no stale ack accepted,
+and no job ran twice unless it was in flight on a killed worker.
+
+Two things a ``kill -9`` does to the record itself are repaired from the backend before
+checking, and counted in :class:`RunResult`:
+
+- a worker killed after the backend accepted its ack but before it wrote the ACK line
+  leaves a job that looks unfinished: when the backend says the job succeeded (or went
+  dead) and its handler's EFFECT was recorded, the missing event is added at the
+  backend's ``finished_at``, with the token of the job's last claim before that time;
+- jobs that were claimed by a killed worker and never finished by it are *orphans*: the
+  time from the kill to the next claim of the job by anyone is its *re-lease time*,
+  bounded by the lease plus the sweep interval (no supervisor hands them back early
+  here, so this is the expiry path).
 """
 
 from __future__ import annotations
@@ -16,18 +29,29 @@ import sys
 import tempfile
 import threading
 import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ._app import App
-from ._history import EventKind, HistoryRecorder, JobRef, Report, check_history, load_history
+from ._history import Event, EventKind, HistoryRecorder, JobRef, Report, check_history, load_history
+from ._records import Status
+from .backends import Backend
+
+_OUTCOMES = frozenset({EventKind.ACK, EventKind.ACK_REFUSED, EventKind.NACK, EventKind.DEAD})
 
 
 @dataclass
 class RunConfig:
-    """Sizes and timings of one demo or chaos run."""
+    """Sizes and timings of one demo or chaos run.
+
+    ``sweep_s`` is how often each worker looks for expired leases; a killed worker's jobs
+    are claimed again within about ``lease_s + sweep_s``. ``clock`` is ``"backend"`` or
+    ``"local"`` (see ``laneway._demo_app``).
+    """
 
     url: str
     namespace: str
@@ -40,8 +64,25 @@ class RunConfig:
     kills: int = 0
     kill_every_s: float = 0.5
     lease_s: float = 10.0
+    sweep_s: float = 1.0
     timeout_s: float = 600.0
+    clock: str = "backend"
     history_dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="laneway-history-"))
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A job a killed worker held: when the worker died, and when the job was claimed again."""
+
+    job_id: str
+    worker: str
+    killed_at: float
+    reclaimed_at: float | None
+
+    @property
+    def release_s(self) -> float | None:
+        """Seconds from the kill to the next claim (None if it was never claimed again)."""
+        return None if self.reclaimed_at is None else self.reclaimed_at - self.killed_at
 
 
 @dataclass
@@ -53,17 +94,32 @@ class RunResult:
     jobs: int
     kills: int
     restarts: int
+    orphans: list[Orphan] = field(default_factory=list)
+    repaired: int = 0
+    """Final events the history lacked (worker killed right after its ack) taken from the backend."""
 
     @property
     def throughput(self) -> float:
         return self.jobs / self.elapsed_s if self.elapsed_s else 0.0
 
+    @property
+    def max_release_s(self) -> float | None:
+        """The longest orphan re-lease time, or None without orphans."""
+        times = [o.release_s for o in self.orphans if o.release_s is not None]
+        return max(times) if times else None
+
+    @property
+    def ok(self) -> bool:
+        """Nothing lost, nothing out of order, no stale or double ack, no stray duplicate."""
+        return self.report.ok and not self.report.lost
+
 
 class _Workers:
     """Worker processes started and restarted by the run itself (so it can kill them)."""
 
-    def __init__(self, cfg: RunConfig) -> None:
+    def __init__(self, cfg: RunConfig, clock: Callable[[], float]) -> None:
         self.cfg = cfg
+        self.clock = clock
         self.env = {
             **os.environ,
             "LANEWAY_DEMO_URL": cfg.url,
@@ -71,9 +127,13 @@ class _Workers:
             "LANEWAY_DEMO_HISTORY": cfg.history_dir,
             "LANEWAY_DEMO_WORK_MS": str(cfg.work_ms),
             "LANEWAY_DEMO_LEASE_S": str(cfg.lease_s),
+            "LANEWAY_DEMO_SWEEP_S": str(cfg.sweep_s),
+            "LANEWAY_DEMO_CLOCK": cfg.clock,
         }
         self.procs: list[subprocess.Popen[bytes]] = []
         self.restarts = 0
+        self.kills: list[tuple[str, float]] = []
+        """(history name of the killed worker, time of the kill on the history's clock)."""
 
     def start(self, index: int) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "laneway", "worker", "laneway._demo_app:app", "-q", "demo",
@@ -86,8 +146,10 @@ class _Workers:
 
     def kill_one(self) -> None:
         i = random.randrange(len(self.procs))
-        self.procs[i].send_signal(signal.SIGKILL)
-        self.procs[i].wait()
+        victim = self.procs[i]
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        self.kills.append((f"worker-{victim.pid}", self.clock()))
         self.restarts += 1
         self.procs[i] = self.start(i)
 
@@ -103,7 +165,15 @@ class _Workers:
                 p.wait()
 
 
-def _produce(app: App, cfg: RunConfig, lanes: list[int], per_lane: int, refs: list[JobRef], lock: threading.Lock) -> None:
+def _produce(
+    app: App,
+    cfg: RunConfig,
+    clock: Callable[[], float],
+    lanes: list[int],
+    per_lane: int,
+    refs: list[JobRef],
+    lock: threading.Lock,
+) -> None:
     from ._demo_app import TASK
 
     task = app.tasks[TASK]
@@ -114,7 +184,7 @@ def _produce(app: App, cfg: RunConfig, lanes: list[int], per_lane: int, refs: li
             for lane in lanes:
                 name = f"lane-{lane}"
                 job = bound[lane].enqueue(name, seq)
-                recorder.record(EventKind.ENQUEUE, job.id, name, seq, time=app.backend.now())
+                recorder.record(EventKind.ENQUEUE, job.id, name, seq, time=clock())
                 with lock:
                     refs.append(JobRef(job.id, name, seq))
     finally:
@@ -123,31 +193,90 @@ def _produce(app: App, cfg: RunConfig, lanes: list[int], per_lane: int, refs: li
 
 def run(cfg: RunConfig, console: Console | None = None) -> RunResult:
     """Run the demo (or chaos run with ``cfg.kills``) and check its history."""
-    console = console or Console()
-    os.environ.update({"LANEWAY_DEMO_URL": cfg.url, "LANEWAY_DEMO_NAMESPACE": cfg.namespace})
-    from . import _demo_app
+    from ._demo_app import build_app, local_clock
 
-    app = _demo_app.app
+    console = console or Console()
+    app = build_app(cfg.url, cfg.namespace, lease_s=cfg.lease_s)
+    clock: Callable[[], float] = local_clock if cfg.clock == "local" else app.backend.now
     per_lane = max(1, cfg.jobs // cfg.lanes)
     total = per_lane * cfg.lanes
     refs: list[JobRef] = []
     lock = threading.Lock()
-    workers = _Workers(cfg)
+    workers = _Workers(cfg, clock)
     start = time.monotonic()
-    workers.start_all()
-    owners = [list(range(cfg.lanes))[i :: cfg.producers] for i in range(cfg.producers)]
-    producers = [threading.Thread(target=_produce, args=(app, cfg, own, per_lane, refs, lock)) for own in owners]
-    for t in producers:
-        t.start()
     try:
-        _watch(app, cfg, workers, total, console)
-    finally:
-        workers.stop_all()
+        workers.start_all()
+        owners = [list(range(cfg.lanes))[i :: cfg.producers] for i in range(cfg.producers)]
+        producers = [
+            threading.Thread(target=_produce, args=(app, cfg, clock, own, per_lane, refs, lock))
+            for own in owners
+        ]
         for t in producers:
-            t.join()
-    elapsed = time.monotonic() - start
-    report = check_history(load_history(cfg.history_dir), expected=refs)
-    return RunResult(report, elapsed, total, cfg.kills, workers.restarts)
+            t.start()
+        try:
+            _watch(app, cfg, workers, total, console)
+        finally:
+            workers.stop_all()
+            for t in producers:
+                t.join()
+        elapsed = time.monotonic() - start
+        events = load_history(cfg.history_dir)
+        repairs = repair_final_events(events, refs, app.backend)
+    finally:
+        app.close()
+    events += repairs
+    orphans = find_orphans(events, workers.kills)
+    report = check_history(events, expected=refs, allow_duplicates_for={o.job_id for o in orphans})
+    return RunResult(report, elapsed, total, len(workers.kills), workers.restarts, orphans, len(repairs))
+
+
+def repair_final_events(events: Sequence[Event], refs: Iterable[JobRef], backend: Backend) -> list[Event]:
+    """The ACK or DEAD events a killed worker had no time to write, from the backend's record.
+
+    Only jobs with no final event, whose backend record is final and whose handler
+    recorded its EFFECT (a job the backend calls succeeded that never ran stays lost).
+    """
+    final = {e.job_id for e in events if e.kind in (EventKind.ACK, EventKind.DEAD)}
+    effects = {e.job_id for e in events if e.kind is EventKind.EFFECT}
+    claims: dict[str, list[Event]] = defaultdict(list)
+    for e in events:
+        if e.kind is EventKind.CLAIM:
+            claims[e.job_id].append(e)
+    repairs: list[Event] = []
+    for ref in refs:
+        if ref.job_id in final:
+            continue
+        rec = backend.get_job(ref.job_id)
+        if rec is None or rec.finished_at is None or rec.status not in (Status.SUCCEEDED, Status.DEAD):
+            continue
+        if rec.status is Status.SUCCEEDED and ref.job_id not in effects:
+            continue
+        before = [c for c in claims[ref.job_id] if c.time <= rec.finished_at]
+        last = max(before, key=lambda c: c.time) if before else None
+        kind = EventKind.ACK if rec.status is Status.SUCCEEDED else EventKind.DEAD
+        repairs.append(Event(kind, ref.job_id, ref.lane, ref.seq, last.worker if last else "unrecorded",
+                             last.token if last else None, rec.finished_at, rec.attempts))  # fmt: skip
+    return repairs
+
+
+def find_orphans(events: Sequence[Event], kills: Sequence[tuple[str, float]]) -> list[Orphan]:
+    """Jobs each killed worker had claimed and not finished, with their next claim time."""
+    ordered = sorted(events, key=lambda e: e.time)
+    finished = {(e.worker, e.job_id, e.token) for e in ordered if e.kind in _OUTCOMES}
+    claims: dict[str, list[Event]] = defaultdict(list)
+    for e in ordered:
+        if e.kind is EventKind.CLAIM:
+            claims[e.job_id].append(e)
+    killed = dict(kills)
+    orphans: list[Orphan] = []
+    for job_id, job_claims in claims.items():
+        for i, claim in enumerate(job_claims):
+            killed_at = killed.get(claim.worker)
+            if killed_at is None or (claim.worker, job_id, claim.token) in finished:
+                continue
+            later = [c.time for c in job_claims[i + 1 :] if c.time >= killed_at]
+            orphans.append(Orphan(job_id, claim.worker, killed_at, later[0] if later else None))
+    return orphans
 
 
 def _finished(app: App) -> int:
@@ -169,18 +298,27 @@ def _watch(app: App, cfg: RunConfig, workers: _Workers, total: int, console: Con
                 next_kill = time.monotonic() + cfg.kill_every_s
             time.sleep(0.1)
         progress.update(bar, completed=_finished(app))
-    cfg.kills = kills_done
 
 
 def print_result(result: RunResult, console: Console) -> None:
     """The verdict in words and numbers."""
     r = result.report
-    ok = r.ok and not r.lost
-    mark = "[green]OK[/green]" if ok else "[red]FAILED[/red]"
+    mark = "[green]OK[/green]" if result.ok else "[red]FAILED[/red]"
     console.print(f"{mark}  {r.summary()}")
     console.print(
         f"{result.jobs} jobs in {result.elapsed_s:.1f} s = [bold]{result.throughput:,.0f} jobs/s[/bold]"
         + (f"; {result.kills} workers killed with SIGKILL and restarted" if result.kills else "")
     )
-    if not ok:
+    if result.orphans:
+        longest = result.max_release_s
+        waited = "never claimed again" if longest is None else f"the longest waited {longest:.2f} s"
+        console.print(
+            f"{len(result.orphans)} jobs were held by killed workers; {waited} to be claimed again "
+            f"(bound: lease + 2 x sweep interval)"
+        )
+    if result.repaired:
+        console.print(
+            f"{result.repaired} acks lost with a killed worker's history line were read from the backend"
+        )
+    if not result.ok:
         console.print(r.details(limit=5), markup=False)
