@@ -48,9 +48,16 @@ def start_workers(system, procs, tag):
     env = {**os.environ, "PYTHONPATH": HERE + os.pathsep + os.environ.get("PYTHONPATH", "")}
     out = []
     for i, cmd in enumerate(system.worker_cmds(procs)):
-        f = open(os.path.join(LOGDIR, f"{system.name}-{tag}-{i}.log"), "wb")
-        p = subprocess.Popen(cmd, cwd=HERE, env=env, stdout=f, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, start_new_session=True)
+        f = open(os.path.join(LOGDIR, f"{system.name}-{tag}-{i}.log"), "wb")  # noqa: SIM115 - closed in stop_workers
+        p = subprocess.Popen(
+            cmd,
+            cwd=HERE,
+            env=env,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         out.append((p, f))
     return out
 
@@ -160,9 +167,16 @@ def phase_drain(system, n, procs, batch, timeout):
         stop_workers(workers)
         r.close()
     steady = (done - c_first) / (t_end - t_first) if t_end > t_first else float("nan")
-    out = {"n": n, "procs": procs, "completed": done, "partial": partial,
-           "startup_s": t_first - t_spawn, "drain_s": t_end - t_first,
-           "rate": steady, "rate_incl_startup": done / (t_end - t_spawn)}
+    out = {
+        "n": n,
+        "procs": procs,
+        "completed": done,
+        "partial": partial,
+        "startup_s": t_first - t_spawn,
+        "drain_s": t_end - t_first,
+        "rate": steady,
+        "rate_incl_startup": done / (t_end - t_spawn),
+    }
     if target < n:
         out.update(target=target, all_done_s=all_done_s)
     return out
@@ -208,10 +222,17 @@ def phase_latency(system, samples, timeout):
     ms = [x * 1000 for x in lats]
 
     def pct(p):
-        return ms[min(len(ms) - 1, int(round(p / 100 * (len(ms) - 1))))]
+        return ms[min(len(ms) - 1, round(p / 100 * (len(ms) - 1)))]
 
-    return {"samples": len(ms), "p50_ms": pct(50), "p99_ms": pct(99), "mean_ms": statistics.fmean(ms),
-            "max_ms": ms[-1], "min_ms": ms[0], "partial": len(ms) < samples}
+    return {
+        "samples": len(ms),
+        "p50_ms": pct(50),
+        "p99_ms": pct(99),
+        "mean_ms": statistics.fmean(ms),
+        "max_ms": ms[-1],
+        "min_ms": ms[0],
+        "partial": len(ms) < samples,
+    }
 
 
 # ---------------------------------------------------------------------------
@@ -223,8 +244,12 @@ def main():
     ap.add_argument("--samples", type=int, default=500)
     ap.add_argument("--batch", type=int, default=1000, help="jobs per bulk call")
     ap.add_argument("--inflight", type=int, default=100, help="awaits in flight, async enqueue")
-    ap.add_argument("--drain-timeout", type=float, default=40.0,
-                    help="seconds after the first completion before a drain run is cut (rate is then partial)")
+    ap.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=40.0,
+        help="seconds after the first completion before a drain run is cut (rate is then partial)",
+    )
     ap.add_argument("--latency-timeout", type=float, default=60.0)
     ap.add_argument("--phases", default=",".join(PHASES))
     ap.add_argument("--out", default=None)
@@ -234,11 +259,23 @@ def main():
     system = mod.System()
     out_path = a.out or os.path.join(RESULTS_DIR, f"{system.name}.json")
     os.makedirs(os.path.dirname(out_path), exist_ok=True)
-    res = {"system": system.name, "version": system.version(), "backend": system.backend,
-           "python": sys.version.split()[0], "n": a.n, "runs": a.runs, "samples": a.samples,
-           "bulk_api": system.bulk_api, "bulk_batch": a.batch, "inflight": a.inflight,
-           "worker_1": system.worker_desc(1), "worker_2": system.worker_desc(2),
-           "phases": {}, "errors": {}, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    res = {
+        "system": system.name,
+        "version": system.version(),
+        "backend": system.backend,
+        "python": sys.version.split()[0],
+        "n": a.n,
+        "runs": a.runs,
+        "samples": a.samples,
+        "bulk_api": system.bulk_api,
+        "bulk_batch": a.batch,
+        "inflight": a.inflight,
+        "worker_1": system.worker_desc(1),
+        "worker_2": system.worker_desc(2),
+        "phases": {},
+        "errors": {},
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     if hasattr(system, "extra"):
         res.update(system.extra())
 
@@ -274,8 +311,12 @@ def main():
                 save()
                 break
             runs.append(x)
-            log(f"{system.name} {ph} run {k + 1}: " + ", ".join(
-                f"{key}={val:.1f}" if isinstance(val, float) else f"{key}={val}" for key, val in x.items()))
+            log(
+                f"{system.name} {ph} run {k + 1}: "
+                + ", ".join(
+                    f"{key}={val:.1f}" if isinstance(val, float) else f"{key}={val}" for key, val in x.items()
+                )
+            )
             res["phases"][ph] = runs
             save()
     try:

@@ -27,7 +27,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import redis  # noqa: E402
-
 from common import PG_DSN, REDIS_HOST, REDIS_PORT, RESULTS_DIR, control  # noqa: E402
 
 KEY = "bench:raw"
@@ -37,9 +36,26 @@ def redis_benchmark(pipeline, n=200000):
     exe = shutil.which("redis-benchmark")
     if not exe:
         return {"error": "redis-benchmark not found"}
-    out = subprocess.run([exe, "-h", REDIS_HOST, "-p", str(REDIS_PORT), "-q", "-n", str(n),
-                          "-t", "set,lpush,rpop", "-P", str(pipeline)],
-                         capture_output=True, text=True, timeout=300).stdout
+    out = subprocess.run(
+        [
+            exe,
+            "-h",
+            REDIS_HOST,
+            "-p",
+            str(REDIS_PORT),
+            "-q",
+            "-n",
+            str(n),
+            "-t",
+            "set,lpush,rpop",
+            "-P",
+            str(pipeline),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    ).stdout
     res = {}
     # -q output: "SET: 98039.22 requests per second, p50=0.271 msec" (lines separated by \r or \n)
     for m in re.finditer(r"([A-Z]+)[^:]*:\s*([\d.]+) requests per second(?:, p50=([\d.]+) msec)?", out):
@@ -114,9 +130,8 @@ def pg(n):
         rows = [("x",)] * 1000
         t0 = time.perf_counter()
         for _ in range(max(1, n // 1000)):
-            with c.transaction():
-                with c.cursor() as cur:
-                    cur.executemany("INSERT INTO bench_raw (payload) VALUES (%s)", rows)
+            with c.transaction(), c.cursor() as cur:
+                cur.executemany("INSERT INTO bench_raw (payload) VALUES (%s)", rows)
         out["insert_batch_1000_rows"] = max(1, n // 1000) * 1000 / (time.perf_counter() - t0)
         out["synchronous_commit"] = c.execute("SHOW synchronous_commit").fetchone()[0]
         out["fsync"] = c.execute("SHOW fsync").fetchone()[0]
@@ -151,17 +166,27 @@ def main():
     r = control()
     info = r.info("server")
     r.close()
-    res = {"redis_version": info.get("redis_version"), "redis_py": redis.__version__,
-           "hiredis": _hiredis(), "runs": a.runs, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    steps = [("redis_benchmark_P1", lambda: redis_benchmark(1)),
-             ("redis_benchmark_P16", lambda: redis_benchmark(16))]
+    res = {
+        "redis_version": info.get("redis_version"),
+        "redis_py": redis.__version__,
+        "hiredis": _hiredis(),
+        "runs": a.runs,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    steps = [
+        ("redis_benchmark_P1", lambda: redis_benchmark(1)),
+        ("redis_benchmark_P16", lambda: redis_benchmark(16)),
+    ]
     if a.skip_benchmark:
         steps = []
-    for label, fn in steps + [("redis_py", lambda: redis_py(a.n)),
-                      ("redis_py_async", lambda: asyncio.run(_aredis(a.n))),
-                      ("postgres_psycopg", lambda: pg(a.pg_n))]:
+    for label, fn in [
+        *steps,
+        ("redis_py", lambda: redis_py(a.n)),
+        ("redis_py_async", lambda: asyncio.run(_aredis(a.n))),
+        ("postgres_psycopg", lambda: pg(a.pg_n)),
+    ]:
         runs = []
-        for k in range(a.runs):
+        for _k in range(a.runs):
             try:
                 runs.append(fn())
             except Exception as e:

@@ -9,6 +9,8 @@ Environment:
                                  have a head that asks for a retry after BENCH_LANEWAY_HOLD_S
                                  (the whole lane waits), half have one job delayed by as long
   BENCH_LANEWAY_BATCH    worker --batch (consecutive jobs of one lane per claim), default 1
+  BENCH_LANEWAY_CONCURRENCY  worker -c (slots per process), default 8 (the CLI's default); a claim
+                         takes at most that many jobs in all, so --batch B only pays with -c >= B
 """
 
 import asyncio
@@ -18,10 +20,13 @@ import time
 import uuid
 
 from common import RUN_DIR, reset_counters
-from systems.base import HERE, SyncProducer, System as Base, venv_bin
+
+from systems.base import HERE, SyncProducer, venv_bin
+from systems.base import System as Base
 
 LANES = os.environ.get("BENCH_LANEWAY_LANES", "off")
 BATCH = int(os.environ.get("BENCH_LANEWAY_BATCH", "1"))
+CONCURRENCY = int(os.environ.get("BENCH_LANEWAY_CONCURRENCY", "8"))
 BACKEND = os.environ.get("BENCH_LANEWAY_BACKEND", "redis")
 HOLD_S = float(os.environ.get("BENCH_LANEWAY_HOLD_S", "10"))
 PER_LANE_MIXED = 20
@@ -129,20 +134,32 @@ class System(Base):
     producer_class = Producer
     tail_timeout = HOLD_S + 60
 
-    name = "laneway-" + BACKEND + ("" if LANES == "off" else f"-{LANES}") + (f"-batch{BATCH}" if BATCH > 1 else "")
+    name = (
+        "laneway-"
+        + BACKEND
+        + ("" if LANES == "off" else f"-{LANES}")
+        + (f"-batch{BATCH}" if BATCH > 1 else "")
+        + (f"-c{CONCURRENCY}" if CONCURRENCY != 8 else "")
+    )
     backend = BACKEND
 
     def version(self):
         v = super().version()
         try:
-            sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
-                                 text=True).stdout.strip()
+            sha = subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True, check=False
+            ).stdout.strip()
         except OSError:
             sha = ""
         return f"{v} ({sha})" if sha else v
 
     def extra(self):
-        return {"lanes": LANES, "batch": BATCH, "hold_s": HOLD_S if LANES == "mixed" else None}
+        return {
+            "lanes": LANES,
+            "batch": BATCH,
+            "concurrency": CONCURRENCY,
+            "hold_s": HOLD_S if LANES == "mixed" else None,
+        }
 
     def prefill(self, n, batch):
         prod = self.producer()
@@ -180,8 +197,19 @@ class System(Base):
         return p
 
     def worker_cmds(self, procs):
-        cmd = [venv_bin("laneway"), "worker", "systems.laneway_app:app", "-q", "bench", "-c", "8",
-               "-p", str(procs), "--log-level", "WARNING"]
+        cmd = [
+            venv_bin("laneway"),
+            "worker",
+            "systems.laneway_app:app",
+            "-q",
+            "bench",
+            "-c",
+            str(CONCURRENCY),
+            "-p",
+            str(procs),
+            "--log-level",
+            "WARNING",
+        ]
         if BATCH > 1:
             cmd += ["--batch", str(BATCH)]
         return [cmd]
@@ -199,7 +227,6 @@ class System(Base):
 def drop_postgres_namespaces():
     """Drop every schema an earlier bench run of laneway left on the private bench Postgres."""
     import psycopg
-
     from common import PG_DSN
 
     with psycopg.connect(PG_DSN, autocommit=True) as c:

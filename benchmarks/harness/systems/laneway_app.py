@@ -10,9 +10,9 @@ attempt ask for a retry after S seconds (its lane waits meanwhile, as lane order
 
 import os
 
-import laneway
-
 from common import PG_DSN, REDIS_URL, RUN_DIR, mark
+
+import laneway
 
 
 def url() -> str:

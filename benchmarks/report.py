@@ -1,0 +1,419 @@
+"""Render benchmarks/results/<mode>/*.json as Markdown and PNG plots.
+
+    python benchmarks/report.py            # every mode that has results; README from full (else quick)
+    python benchmarks/report.py quick      # only results/quick
+
+Writes results/<mode>/report.md, results/<mode>/scale-claim.png, scale-memory.png and
+drain.png, and replaces the part of benchmarks/README.md between the results markers.
+Every number is the median of the runs of its phase.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import statistics
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+README = os.path.join(HERE, "README.md")
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+PEER_ORDER = ["celery", "rq", "rq-simpleworker", "dramatiq", "huey", "arq", "saq", "taskiq",
+              "procrastinate", "pgqueuer"]  # fmt: skip
+BACKENDS = ["sqlite", "redis", "postgres"]
+WORKLOADS = [
+    ("unique", "(a) every job on its own lane"),
+    ("hot100", "(b) 100 hot lanes, jobs round-robin"),
+    ("hot10", "(c) 10 lanes, batching off (-c 8)"),
+    ("hot10-batch8", "(c) 10 lanes, `--batch 8` (-c 8)"),
+    ("hot10-c80", "(c) 10 lanes, batching off, -c 80"),
+    ("hot10-batch20-c80", "(c) 10 lanes, `--batch 20`, -c 80"),
+    ("mixed", "(d) lanes of 20, 1% retrying or delayed"),
+]
+
+
+def med(runs: list[dict], key: str) -> float | None:
+    vals = [r[key] for r in runs if r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def fmt(v: float | None, nd: int = 0) -> str:
+    return "—" if v is None else f"{v:,.{nd}f}"
+
+
+class Results:
+    def __init__(self, d: str) -> None:
+        self.dir = d
+        self.systems: dict[str, dict] = {}
+        self.scale: dict[str, dict] = {}
+        self.raw: dict | None = None
+        self.machine: dict = {}
+        for p in sorted(glob.glob(os.path.join(d, "*.json"))):
+            with open(p) as f:
+                x = json.load(f)
+            base = os.path.basename(p)
+            if base == "machine.json":
+                self.machine = x
+            elif base.startswith("scale-"):
+                self.scale[x["backend"]] = x
+            elif "system" in x:
+                self.systems[x["system"]] = x
+            elif "redis_py" in x:
+                self.raw = x
+
+    def value(self, system: str, phase: str, key: str = "rate") -> float | None:
+        s = self.systems.get(system)
+        if not s:
+            return None
+        return med(s["phases"].get(phase, []), key)
+
+    def cell(self, system: str, phase: str, key: str = "rate", nd: int = 0) -> str:
+        s = self.systems.get(system)
+        if not s:
+            return "—"
+        runs = s["phases"].get(phase)
+        if not runs:
+            return "error" if phase in s.get("errors", {}) else "—"
+        v = fmt(med(runs, key), nd)
+        if any(r.get("partial") for r in runs):
+            v += "*"
+        return v
+
+    def peers(self) -> list[str]:
+        return [p for p in PEER_ORDER if p in self.systems]
+
+    def best_peer(self, phase: str, key: str = "rate", low: bool = False) -> tuple[str | None, float | None]:
+        vals = [(p, self.value(p, phase, key)) for p in self.peers()]
+        found = [(p, v) for p, v in vals if v is not None]
+        if not found:
+            return None, None
+        return (min if low else max)(found, key=lambda pv: pv[1])
+
+
+# --- Markdown --------------------------------------------------------------------------
+
+
+def machine_md(r: Results) -> list[str]:
+    m = r.machine
+    if not m:
+        return ["(no machine.json: run benchmarks/run.py)"]
+    s = m.get("settings", {})
+    out = [
+        f"- **Run**: `{m.get('command', '?')}` ({m.get('mode')} mode), {m.get('started')} → {m.get('finished', '?')}"
+        + (f", {m['duration_s'] / 60:.0f} min" if m.get("duration_s") else ""),
+        f"- **Machine**: {m.get('cpu')}, {m.get('cores')} cores, {m.get('ram_gib')} GiB RAM; {m.get('os')}; "
+        f"load average at start {fmt(m.get('load_avg_at_start'), 2)}",
+        f"- **Servers** (private, loopback, started by the run): {m.get('redis_server', '?').split(' sha=')[0]} "
+        f"(no persistence); {m.get('postgres', '?')} (stock settings, fsync on); SQLite: a file in benchmarks/.run",
+        f"- **Python** {m.get('python')}; laneway at commit `{m.get('laneway_commit')}`",
+        f"- **Sizes**: {s.get('n', '?'):,} jobs per phase, {s.get('runs')} run(s) per phase (median shown), "
+        f"{s.get('samples')} latency samples; drains cut {s.get('drain_timeout')} s after the first completion (`*`)",
+    ]
+    return out
+
+
+def main_table(r: Results) -> list[str]:
+    out = [
+        "| system | version | backend | enqueue/s | bulk enqueue/s | async enqueue/s | drain/s 1 proc "
+        "| drain/s 2 procs | pickup p50 ms | pickup p99 ms |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    rows = [f"laneway-{b}" for b in BACKENDS if f"laneway-{b}" in r.systems] + r.peers()
+    for name in rows:
+        s = r.systems[name]
+        bold = "**" if name.startswith("laneway") else ""
+        out.append(
+            f"| {bold}{name}{bold} | {s['version']} | {s['backend']} | {r.cell(name, 'enqueue')} "
+            f"| {r.cell(name, 'bulk')} | {r.cell(name, 'concurrent')} | {r.cell(name, 'drain1')} "
+            f"| {r.cell(name, 'drain2')} | {r.cell(name, 'latency', 'p50_ms', 1)} "
+            f"| {r.cell(name, 'latency', 'p99_ms', 1)} |"
+        )
+    return out
+
+
+def targets_md(r: Results) -> list[str]:
+    out = []
+    peer, best = r.best_peer("drain1")
+    lw = r.value("laneway-redis", "drain1")
+    if best and lw:
+        ok = "met" if lw >= 2 * best else "**not met**"
+        out.append(f"- Drain with 1 process ≥ 2x the best peer: laneway-redis {fmt(lw)}/s vs {peer} {fmt(best)}/s "
+                   f"= {lw / best:.2f}x ({ok}).")  # fmt: skip
+    for b in BACKENDS:
+        v = r.value(f"laneway-{b}", "drain1")
+        if v and best and b != "redis":
+            out.append(f"- laneway-{b} drain with 1 process: {fmt(v)}/s = {v / best:.2f}x the best peer.")
+    p50 = r.value("laneway-redis", "latency", "p50_ms")
+    if p50 is not None:
+        ok = "met" if p50 <= 1.0 else "**not met**"
+        out.append(f"- Pickup p50 ≤ 1 ms on Redis: {p50:.2f} ms ({ok}).")
+    return out
+
+
+def ordered_md(r: Results) -> list[str]:
+    _, best1 = r.best_peer("drain1")
+    _, best2 = r.best_peer("drain2")
+    out = [
+        "Drain rates (jobs/s) of laneway's ordered workloads next to its own unordered drain on the "
+        "same backend (target: ≥ 80 %) and the best peer's unordered drain in this run "
+        f"({fmt(best1)}/s with 1 process, {fmt(best2)}/s with 2).",
+        "",
+        "| backend | workload | drain 1 proc | % of unordered | x best peer | drain 2 procs | % of unordered "
+        "| x best peer | note |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for b in BACKENDS:
+        base1, base2 = r.value(f"laneway-{b}", "drain1"), r.value(f"laneway-{b}", "drain2")
+        for key, desc in WORKLOADS:
+            name = f"laneway-{b}-{key}"
+            if name not in r.systems:
+                continue
+            v1, v2 = r.value(name, "drain1"), r.value(name, "drain2")
+            note = ""
+            if key == "mixed":
+                runs = r.systems[name]["phases"].get("drain1", [])
+                alls = [x.get("all_done_s") for x in runs]
+                hold = r.systems[name].get("hold_s")
+                target = runs[0].get("target") if runs else None
+                note = (f"rate over the {fmt(target)} jobs not held; held lanes wait {fmt(hold, 0)} s; all done after "
+                        + " / ".join("never" if x is None else f"{x:.1f} s" for x in alls))  # fmt: skip
+            if key == "unique":
+                e, e0 = r.value(name, "enqueue"), r.value(f"laneway-{b}", "enqueue")
+                if e:
+                    note = f"enqueue {fmt(e)}/s with a lane each" + (f" vs {fmt(e0)}/s without" if e0 else "")
+            out.append(
+                f"| {b} | {desc} | {r.cell(name, 'drain1')} | {pct(v1, base1)} | {ratio(v1, best1)} "
+                f"| {r.cell(name, 'drain2')} | {pct(v2, base2)} | {ratio(v2, best2)} | {note} |"
+            )
+    return out
+
+
+def pct(v: float | None, base: float | None) -> str:
+    return "—" if not v or not base else f"{100 * v / base:.0f} %"
+
+
+def ratio(v: float | None, base: float | None) -> str:
+    return "—" if not v or not base else f"{v / base:.2f}x"
+
+
+def scale_md(r: Results, rel: str) -> list[str]:
+    if not r.scale:
+        return ["(no scale results)"]
+    lanes = sorted({p["lanes"] for s in r.scale.values() for p in s["points"]})
+    bks = [b for b in BACKENDS if b in r.scale]
+    out = [
+        f"![claim latency]({rel}/scale-claim.png) ![storage per lane]({rel}/scale-memory.png)",
+        "",
+        "| lanes | " + " | ".join(f"{b} claim p50 / p99 ms | {b} bytes/lane" for b in bks) + " |",
+        "|---:|" + "---:|---:|" * len(bks),
+    ]
+    for n in lanes:
+        cells = []
+        for b in bks:
+            p = next((p for p in r.scale[b]["points"] if p["lanes"] == n), None)
+            if p is None:
+                cells += ["—", "—"]
+            else:
+                cells += [f"{p['claim_p50_ms']:.2f} / {p['claim_p99_ms']:.2f}", fmt(p["bytes_per_lane"])]
+        out.append(f"| {n:,} | " + " | ".join(cells) + " |")
+    claims = next(iter(r.scale.values()))["claims"]
+    out += [
+        "",
+        f"Each point: that many ready lanes with one queued job each; {claims} claims of one job "
+        "(`backend.claim(limit=1)`, each followed by its `finish`); bytes per lane = growth of the "
+        "backend's storage since the empty namespace (Redis `used_memory`, Postgres table+index+TOAST "
+        "size of the namespace's schema, SQLite used pages) over the lanes.",
+    ]
+    return out
+
+
+def settings_md(r: Results) -> list[str]:
+    out = ["| system | worker, 1 process | worker, 2 processes | bulk API | drain start-up s (1 / 2 procs) |",
+           "|---|---|---|---|---:|"]  # fmt: skip
+    for name in [f"laneway-{b}" for b in BACKENDS if f"laneway-{b}" in r.systems] + r.peers():
+        s = r.systems[name]
+        ph = s["phases"]
+        out.append(f"| {name} | {s['worker_1']} | {s['worker_2']} | {s['bulk_api'] or 'none'} "
+                   f"| {fmt(med(ph.get('drain1', []), 'startup_s'), 1)} / {fmt(med(ph.get('drain2', []), 'startup_s'), 1)} |")  # fmt: skip
+    return out
+
+
+def runs_md(r: Results) -> list[str]:
+    out = ["| system | enqueue | bulk | async enqueue | drain 1 proc | drain 2 procs | pickup p50 | pickup p99 |",
+           "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name in sorted(r.systems):
+        ph = r.systems[name]["phases"]
+
+        def runs(phase: str, key: str = "rate", nd: int = 0, ph: dict = ph) -> str:
+            return (
+                " / ".join(fmt(x.get(key), nd) + ("*" if x.get("partial") else "") for x in ph.get(phase, []))
+                or "—"
+            )
+
+        out.append(f"| {name} | {runs('enqueue')} | {runs('bulk')} | {runs('concurrent')} | {runs('drain1')} "
+                   f"| {runs('drain2')} | {runs('latency', 'p50_ms', 1)} | {runs('latency', 'p99_ms', 1)} |")  # fmt: skip
+    errs = [
+        f"- {n} {ph}: {msgs[0]}"
+        for n, s in sorted(r.systems.items())
+        for ph, msgs in s.get("errors", {}).items()
+    ]
+    if errs:
+        out += ["", "Errors recorded:", "", *errs]
+    return out
+
+
+def raw_md(r: Results) -> list[str]:
+    x = r.raw
+    if not x:
+        return []
+    out = [f"Servers' own ceilings (Redis {x.get('redis_version')}, redis-py {x.get('redis_py')}):", "",
+           "| measurement | ops/s |", "|---|---:|"]  # fmt: skip
+    for k in ("redis_benchmark_P1", "redis_benchmark_P16"):
+        b = x.get(k) or {}
+        for c in ("SET", "LPUSH", "RPOP"):
+            if c in b:
+                out.append(f"| redis-benchmark -P {k.split('P')[-1]} {c} | {fmt(b[c]['rps'])} |")
+    labels = [("redis_py", "lpush_ops", "redis-py LPUSH, one at a time"), ("redis_py", "incr_ops", "redis-py INCR"),
+              ("redis_py", "lpush_brpop_pairs", "redis-py LPUSH+BRPOP pairs"),
+              ("redis_py", "lpush_pipelined_1000_ops", "redis-py LPUSH pipelined 1000"),
+              ("redis_py_async", "async_lpush_ops", "redis.asyncio LPUSH"),
+              ("postgres_psycopg", "select1_ops", "psycopg SELECT 1"),
+              ("postgres_psycopg", "insert_autocommit_ops", "psycopg INSERT autocommit"),
+              ("postgres_psycopg", "insert_batch_1000_rows", "psycopg INSERT 1000 rows/transaction (rows/s)")]  # fmt: skip
+    for sect, key, label in labels:
+        v = (x.get(sect) or {}).get(key)
+        if v is not None:
+            out.append(f"| {label} | {fmt(v)} |")
+    return out
+
+
+def render(r: Results, rel: str) -> str:
+    parts = [
+        *machine_md(r),
+        "",
+        "### Every system, unordered (the shared harness's workload)",
+        "",
+        *main_table(r),
+        "",
+        "`*` = cut by the time bound; the rate is over the jobs done by then. Pickup = task start - enqueue call.",
+        "",
+        *targets_md(r),
+        "",
+        f"![drain throughput]({rel}/drain.png)",
+        "",
+        "### Ordered workloads (laneway only: nobody else has lanes)",
+        "",
+        *ordered_md(r),
+        "",
+        "### Scale: claim latency and storage per lane",
+        "",
+        *scale_md(r, rel),
+        "",
+        "<details><summary>Worker command lines, every run, server ceilings</summary>",
+        "",
+        *settings_md(r),
+        "",
+        *runs_md(r),
+        "",
+        *raw_md(r),
+        "",
+        "</details>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+# --- plots -------------------------------------------------------------------------------
+
+
+def plots(r: Results) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"redis": "tab:red", "postgres": "tab:blue", "sqlite": "tab:green"}
+    if r.scale:
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for b, s in r.scale.items():
+            xs = [p["lanes"] for p in s["points"]]
+            ax.plot(xs, [p["claim_p50_ms"] for p in s["points"]], "o-", color=colors.get(b), label=f"{b} p50")
+            ax.plot(
+                xs, [p["claim_p99_ms"] for p in s["points"]], "x--", color=colors.get(b), label=f"{b} p99"
+            )
+        ax.set(xscale="log", yscale="log", xlabel="ready lanes", ylabel="claim round trip, ms",
+               title="laneway: claim latency vs number of lanes")  # fmt: skip
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(os.path.join(r.dir, "scale-claim.png"), dpi=100)
+        plt.close(fig)
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for b, s in r.scale.items():
+            ax.plot([p["lanes"] for p in s["points"]], [p["bytes_per_lane"] for p in s["points"]], "o-",
+                    color=colors.get(b), label=b)  # fmt: skip
+        ax.set(xscale="log", xlabel="ready lanes (one queued job each)", ylabel="bytes per lane",
+               title="laneway: storage per lane vs number of lanes")  # fmt: skip
+        ax.set_ylim(bottom=0)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(os.path.join(r.dir, "scale-memory.png"), dpi=100)
+        plt.close(fig)
+    names = [f"laneway-{b}" for b in BACKENDS if f"laneway-{b}" in r.systems] + r.peers()
+    if names:
+        fig, ax = plt.subplots(figsize=(8, 4.2))
+        v1 = [r.value(n, "drain1") or 0 for n in names]
+        v2 = [r.value(n, "drain2") or 0 for n in names]
+        xs = range(len(names))
+        ax.bar([x - 0.2 for x in xs], v1, 0.4, label="1 process")
+        ax.bar([x + 0.2 for x in xs], v2, 0.4, label="2 processes")
+        ax.set_xticks(list(xs), names, rotation=35, ha="right", fontsize=8)
+        ax.set(ylabel="jobs/s", title="drain rate, no-op task (median)")
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(os.path.join(r.dir, "drain.png"), dpi=100)
+        plt.close(fig)
+
+
+def update_readme(body: str) -> None:
+    if not os.path.exists(README):
+        return
+    with open(README) as f:
+        text = f.read()
+    if BEGIN not in text or END not in text:
+        return
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    with open(README, "w") as f:
+        f.write(head + BEGIN + "\n" + body + END + tail)
+
+
+def main() -> None:
+    modes = sys.argv[1:] or ["full", "quick"]
+    rendered = {}
+    for mode in modes:
+        d = os.path.join(HERE, "results", mode)
+        if not os.path.isdir(d):
+            continue
+        r = Results(d)
+        if not r.systems and not r.scale:
+            continue
+        try:
+            plots(r)
+        except ImportError:
+            print("matplotlib missing: no plots", file=sys.stderr)
+        with open(os.path.join(d, "report.md"), "w") as f:
+            f.write(f"# laneway benchmarks: {mode} run\n\n" + render(r, "."))
+        rendered[mode] = render(r, f"results/{mode}")
+        print(f"wrote {os.path.relpath(d, HERE)}/report.md")
+    for mode in ("full", "quick"):
+        if mode in rendered:
+            update_readme(rendered[mode])
+            break
+
+
+if __name__ == "__main__":
+    main()

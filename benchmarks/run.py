@@ -1,0 +1,293 @@
+#!/usr/bin/env python3
+"""Rebuild every benchmark result of laneway and its peers in one run, on one machine.
+
+    python3 benchmarks/run.py --quick      # smoke size, under 10 minutes
+    python3 benchmarks/run.py              # the full study (about an hour or more)
+    python3 benchmarks/run.py --steps laneway,ordered --backends redis   # a part of it
+    python3 benchmarks/run.py --steps report                             # re-render only
+
+Steps (in this order; --steps picks some):
+
+  setup    venvs under benchmarks/.venvs/ (git-ignored): peers (requirements-peers.txt),
+           arq (requirements-arq.txt: arq needs redis-py < 6) and laneway
+           (pip install -e <project>[redis,postgres]); re-installed when their inputs change
+  servers  a private Redis (127.0.0.1:6391) and Postgres (127.0.0.1:54331) from
+           harness/servers.sh, stopped again at the end (--keep-servers to leave them)
+  raw      the servers' own ceilings (redis-benchmark, redis-py and psycopg loops)
+  peers    Celery, RQ (+ SimpleWorker), Dramatiq, Huey, arq, SAQ, taskiq, procrastinate,
+           pgqueuer through harness/bench.py: enqueue, bulk, async enqueue, drain with 1
+           and 2 worker processes, pickup latency
+  laneway  the same phases for laneway on SQLite, Redis and Postgres (unordered)
+  ordered  laneway's ordered workloads: every job on its own lane; 100 hot lanes; 10 lanes
+           with lane batching off and on; 1% of lanes retrying or delayed
+  scale    claim latency and storage per lane from 10^3 to 10^6 lanes (quick: 10^5)
+  report   results/<mode>/report.md, the PNG plots, and the table in benchmarks/README.md
+
+Results go to benchmarks/results/full/ or benchmarks/results/quick/ (JSON, one file per
+system and workload). The README shows the full run's tables when there is one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+HARNESS = os.path.join(HERE, "harness")
+VENVS = os.path.join(HERE, ".venvs")
+
+PEERS = ["celery", "rq", "rq_simple", "dramatiq", "huey", "arq", "saq", "taskiq", "procrastinate", "pgqueuer"]
+BACKENDS = ["sqlite", "redis", "postgres"]
+STEPS = ["setup", "servers", "raw", "peers", "laneway", "ordered", "scale", "report"]
+
+# (lanes, batch, concurrency): the ordered workloads of laneway
+ORDERED = [
+    ("unique", 1, 8),  # (a) 20,000 jobs, each on its own lane
+    ("hot100", 1, 8),  # (b) 100 hot lanes x 200 jobs
+    ("hot10", 1, 8),  # (c) 10 lanes x 2,000 jobs, lane batching off ...
+    ("hot10", 8, 8),  # ... on, with the default 8 slots
+    ("hot10", 1, 80),  # ... off, 80 slots (the control for the next one)
+    ("hot10", 20, 80),  # ... on, 80 slots: 20 jobs of a lane per claim
+    ("mixed", 1, 8),  # (d) lanes of 20 jobs, 1% of them retrying or delayed
+]
+
+MODES = {
+    "quick": {
+        "n": 2000, "runs": 1, "samples": 50, "drain_timeout": 15, "latency_timeout": 20,
+        "hold_s": 3, "timeout": 400, "ordered_phases": "drain1",
+        "raw": ["--runs", "1", "--n", "5000", "--pg-n", "1000"],
+        "scale_points": "1000,3000,10000,30000,100000", "scale_claims": 200,
+    },
+    "full": {
+        "n": 20000, "runs": 3, "samples": 500, "drain_timeout": 40, "latency_timeout": 60,
+        "hold_s": 10, "timeout": 1500, "ordered_phases": "drain1,drain2",
+        "raw": ["--runs", "3"],
+        "scale_points": "1000,3000,10000,30000,100000,300000,1000000", "scale_claims": 500,
+    },
+}  # fmt: skip
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# --- venvs ---------------------------------------------------------------------------
+
+
+def venv_python(name: str) -> str:
+    return os.path.join(VENVS, name, "bin", "python")
+
+
+def ensure_venv(name: str, pip_args: list[str], stamp_inputs: list[str]) -> str:
+    """Create benchmarks/.venvs/<name> and pip install into it, unless its stamp is current."""
+    h = hashlib.sha256(" ".join(pip_args).encode())
+    for path in stamp_inputs:
+        with open(path, "rb") as f:
+            h.update(f.read())
+    stamp = h.hexdigest()
+    root = os.path.join(VENVS, name)
+    stamp_file = os.path.join(root, ".bench-stamp")
+    if os.path.exists(stamp_file):
+        with open(stamp_file) as f:
+            if f.read() == stamp:
+                return venv_python(name)
+    log(f"setup: venv {name}: pip install {' '.join(pip_args)}")
+    if not os.path.exists(venv_python(name)):
+        subprocess.run([sys.executable, "-m", "venv", root], check=True)
+    subprocess.run([venv_python(name), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=False)
+    subprocess.run([venv_python(name), "-m", "pip", "install", "-q", *pip_args], check=True)
+    with open(stamp_file, "w") as f:
+        f.write(stamp)
+    return venv_python(name)
+
+
+def setup() -> None:
+    req_peers = os.path.join(HERE, "requirements-peers.txt")
+    req_arq = os.path.join(HERE, "requirements-arq.txt")
+    ensure_venv("peers", ["-r", req_peers], [req_peers])
+    ensure_venv("arq", ["-r", req_arq], [req_arq])
+    # matplotlib draws the report's plots
+    ensure_venv(
+        "laneway", ["-e", f"{ROOT}[redis,postgres]", "matplotlib"], [os.path.join(ROOT, "pyproject.toml")]
+    )
+
+
+def python_for(system: str) -> str:
+    if system == "arq":
+        return venv_python("arq")
+    if system.startswith("laneway"):
+        return venv_python("laneway")
+    return venv_python("peers")
+
+
+# --- servers -------------------------------------------------------------------------
+
+
+def servers(action: str) -> None:
+    subprocess.run(["bash", os.path.join(HARNESS, "servers.sh"), action], check=action != "stop")
+
+
+# --- machine -------------------------------------------------------------------------
+
+
+def _cmd(args: list[str]) -> str:
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=30, check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def machine_info() -> dict:
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"^model name\s*:\s*(.+)$", f.read(), re.M)
+            cpu = m.group(1).strip() if m else ""
+    except OSError:
+        pass
+    mem_kb = 0
+    try:
+        with open("/proc/meminfo") as f:
+            m = re.search(r"^MemTotal:\s*(\d+)", f.read(), re.M)
+            mem_kb = int(m.group(1)) if m else 0
+    except OSError:
+        pass
+    pg_bins = sorted(
+        (d for d in (os.listdir("/usr/lib/postgresql") if os.path.isdir("/usr/lib/postgresql") else [])),
+        key=lambda v: [int(x) for x in re.findall(r"\d+", v)],
+    )
+    pg = _cmd([f"/usr/lib/postgresql/{pg_bins[-1]}/bin/postgres", "--version"]) if pg_bins else ""
+    return {
+        "cpu": cpu or platform.processor(),
+        "cores": os.cpu_count(),
+        "ram_gib": round(mem_kb / 1024 / 1024, 1),
+        "os": _cmd(["uname", "-srm"]),
+        "python": platform.python_version(),
+        "redis_server": _cmd(["redis-server", "--version"]),
+        "postgres": pg,
+        "laneway_commit": _cmd(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]),
+        "load_avg_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+
+
+# --- bench runs ----------------------------------------------------------------------
+
+
+def bench(system: str, mode: dict, out_dir: str, phases: str | None = None, env: dict | None = None) -> None:
+    py = python_for(system)
+    if not os.path.exists(py):
+        log(f"skip {system}: {py} missing (run the setup step)")
+        return
+    args = [py, "bench.py", system, "--n", str(mode["n"]), "--runs", str(mode["runs"]),
+            "--samples", str(mode["samples"]), "--drain-timeout", str(mode["drain_timeout"]),
+            "--latency-timeout", str(mode["latency_timeout"])]  # fmt: skip
+    if phases:
+        args += ["--phases", phases]
+    full_env = {**os.environ, "BENCH_RESULTS_DIR": out_dir, **(env or {})}
+    label = system + "".join(
+        f" {k.removeprefix('BENCH_LANEWAY_').lower()}={v}" for k, v in (env or {}).items()
+    )
+    log(f"=== {label}")
+    try:
+        p = subprocess.run(args, cwd=HARNESS, env=full_env, timeout=mode["timeout"], check=False)
+        if p.returncode:
+            log(f"bench {label} exited {p.returncode}")
+    except subprocess.TimeoutExpired:
+        log(f"bench {label} cut after {mode['timeout']} s")
+
+
+def laneway_env(backend: str, lanes: str = "off", batch: int = 1, conc: int = 8, hold: float = 10) -> dict:
+    return {"BENCH_LANEWAY_BACKEND": backend, "BENCH_LANEWAY_LANES": lanes, "BENCH_LANEWAY_BATCH": str(batch),
+            "BENCH_LANEWAY_CONCURRENCY": str(conc), "BENCH_LANEWAY_HOLD_S": str(hold)}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smoke size (under 10 minutes)")
+    ap.add_argument("--steps", default=",".join(STEPS), help="comma-separated subset of: " + ",".join(STEPS))
+    ap.add_argument("--systems", default=",".join(PEERS), help="peers to run")
+    ap.add_argument("--backends", default=",".join(BACKENDS), help="laneway backends to run")
+    ap.add_argument("--keep-servers", action="store_true", help="leave the private servers running")
+    a = ap.parse_args()
+    mode_name = "quick" if a.quick else "full"
+    mode = MODES[mode_name]
+    steps = [s for s in a.steps.split(",") if s]
+    for s in steps:
+        if s not in STEPS:
+            raise SystemExit(f"unknown step {s!r}; steps: {', '.join(STEPS)}")
+    backends = [b for b in a.backends.split(",") if b]
+    out_dir = os.path.join(HERE, "results", mode_name)
+    os.makedirs(out_dir, exist_ok=True)
+    started = time.time()
+    measuring = any(s in steps for s in ("raw", "peers", "laneway", "ordered", "scale"))
+
+    if "setup" in steps:
+        setup()
+    if measuring:
+        info = machine_info()
+        info.update(mode=mode_name, settings=mode, command=" ".join(["python3", "benchmarks/run.py", *sys.argv[1:]]),
+                    started=time.strftime("%Y-%m-%d %H:%M:%S"))  # fmt: skip
+        with open(os.path.join(out_dir, "machine.json"), "w") as f:
+            json.dump(info, f, indent=1)
+    started_servers = False
+    if "servers" in steps and measuring:
+        servers("start")
+        started_servers = True
+    try:
+        if "raw" in steps:
+            log("=== raw ceilings")
+            subprocess.run([venv_python("peers"), "raw_ceiling.py", *mode["raw"],
+                            "--out", os.path.join(out_dir, "raw_ceiling.json")], cwd=HARNESS, timeout=900, check=False)  # fmt: skip
+        if "peers" in steps:
+            for system in [s for s in a.systems.split(",") if s]:
+                bench(system, mode, out_dir)
+        if "laneway" in steps:
+            for backend in backends:
+                bench("laneway", mode, out_dir, env=laneway_env(backend, hold=mode["hold_s"]))
+        if "ordered" in steps:
+            for backend in backends:
+                for lanes, batch, conc in ORDERED:
+                    phases = mode["ordered_phases"]
+                    if lanes == "unique":  # what tagging every job with a lane costs the producer
+                        phases = "enqueue," + phases
+                    bench("laneway", mode, out_dir, phases=phases,
+                          env=laneway_env(backend, lanes, batch, conc, mode["hold_s"]))  # fmt: skip
+        if "scale" in steps:
+            for backend in backends:
+                log(f"=== scale {backend}")
+                try:
+                    subprocess.run([venv_python("laneway"), os.path.join(HERE, "scale.py"), "--backend", backend,
+                                    "--points", mode["scale_points"], "--claims", str(mode["scale_claims"]),
+                                    "--out", os.path.join(out_dir, f"scale-{backend}.json")],
+                                   timeout=2400, check=False)  # fmt: skip
+                except subprocess.TimeoutExpired:
+                    log(f"scale {backend} cut after 2400 s")
+    finally:
+        if started_servers and not a.keep_servers:
+            servers("stop")
+    if measuring:
+        path = os.path.join(out_dir, "machine.json")
+        with open(path) as f:
+            info = json.load(f)
+        info.update(finished=time.strftime("%Y-%m-%d %H:%M:%S"), duration_s=round(time.time() - started))
+        with open(path, "w") as f:
+            json.dump(info, f, indent=1)
+        log(f"measured in {time.time() - started:.0f} s")
+    if "report" in steps:
+        py = venv_python("laneway") if os.path.exists(venv_python("laneway")) else sys.executable
+        subprocess.run([py, os.path.join(HERE, "report.py")], check=True)
+
+
+if __name__ == "__main__":
+    if shutil.which("redis-server") is None:
+        print("redis-server is not installed (apt-get install -y redis-server postgresql)", file=sys.stderr)
+    main()
