@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ._bench import bench_command
 from ._demo import chaos_command, demo_command
 from ._ops import dead_group, jobs_group, migrate_command, stats_command
 from ._worker import worker_command
@@ -27,3 +28,6 @@ cli.add_command(chaos_command)
 def main() -> None:
     """Entry point of the ``laneway`` script."""
     cli()
+
+
+cli.add_command(bench_command)

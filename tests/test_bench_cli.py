@@ -1,0 +1,54 @@
+"""``laneway bench``: every phase runs on SQLite (no server) and on memory://, and reports numbers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from laneway._bench import BenchConfig, run_bench
+from laneway._errors import ConfigError
+from laneway.cli import cli
+
+
+def test_bench_on_sqlite_runs_every_phase(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'bench.db'}"
+    res = CliRunner().invoke(
+        cli,
+        ["bench", "--url", url, "--jobs", "100", "--lanes", "10", "--latency-samples", "5",
+         "--timeout", "60", "--json"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    phases = {p["phase"]: p for p in out["phases"]}
+    assert list(phases) == ["enqueue", "async", "bulk", "drain", "ordered", "latency"]
+    for name in ("enqueue", "async", "bulk", "drain", "ordered"):
+        assert phases[name]["rate"] > 0, name
+        assert not phases[name]["partial"], name
+    assert phases["drain"]["jobs"] == 300  # what the three enqueue phases queued
+    assert phases["ordered"]["jobs"] == 100
+    assert 0 < phases["latency"]["p50_ms"] <= phases["latency"]["p99_ms"]
+
+
+def test_bench_table_on_memory_runs_workers_in_process() -> None:
+    res = CliRunner().invoke(
+        cli,
+        ["bench", "--url", "memory://bench-cli", "--jobs", "100", "--lanes", "unique", "--latency-samples", "5",
+         "--phases", "bulk,drain,ordered,latency"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    for word in ("enqueue_many", "drain", "ordered", "pickup latency", "jobs/s"):
+        assert word in res.output
+
+
+def test_bench_refuses_unknown_phase_and_pending_work(tmp_path: Path) -> None:
+    res = CliRunner().invoke(cli, ["bench", "--url", "memory://x", "--phases", "enqueue,warp"])
+    assert res.exit_code == 2
+    with pytest.raises(ConfigError):
+        BenchConfig(url="memory://x", jobs=0)
+    url = f"sqlite:///{tmp_path / 'pending.db'}"
+    run_bench(BenchConfig(url=url, jobs=20, phases=["enqueue"]))  # leaves 20 queued jobs
+    with pytest.raises(ConfigError, match="pending"):
+        run_bench(BenchConfig(url=url, jobs=20, phases=["enqueue"]))
