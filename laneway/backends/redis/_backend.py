@@ -8,8 +8,6 @@ to a hash tag, and the backend visits them in turn. See ``docs/backends/redis.md
 
 from __future__ import annotations
 
-import itertools
-import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -20,13 +18,15 @@ from redis.exceptions import ResponseError
 from ..._errors import ConfigError
 from ..._records import EnqueueResult, JobRecord, NewJob, Outcome
 from .._base import Backend
+from ._cluster import Placement, Take, in_claim_order, plan
 from ._inspect import Inspect
 from ._keys import Layout, Shard
 from ._link import ClusterLink, Command, Link, Script, SingleLink
 from ._rows import FIELD_NAMES, US, Row, job_args, outcome_args, record
 
 SCRIPT_NAMES = (
-    "enqueue", "claim", "finish", "extend", "sweep", "cancel", "retry", "purge", "stats", "lanes", "list",
+    "enqueue", "claim", "peek", "finish", "extend", "sweep", "cancel", "retry", "purge", "stats", "lanes",
+    "list",
 )  # fmt: skip
 PROMOTE_MAX = 200
 """Most due jobs one claim promotes per queue (the rest on the next claims)."""
@@ -62,7 +62,7 @@ class RedisCore(Inspect, Backend):
         for script in self.scripts.values():
             link.register(script)
         self._chan = self.layout.wake_channel() if wake_channel else ""
-        self._rotation = itertools.count(random.randrange(shards))
+        self.placement = Placement()
         self._due: dict[tuple[str, ...], float] = {}
         self._check_config()
 
@@ -134,16 +134,20 @@ class RedisCore(Inspect, Backend):
         shard: Shard,
         queues: Sequence[str],
         worker: str,
-        limit: int,
+        take: Take,
         batch: int,
-        lanes: int,
         lease_s: float,
+        lease: str,
     ) -> Command:
         keys = [shard.key("n"), shard.key("held"), shard.key("K")]
         for q in queues:
             keys += shard.queue_keys(q)
-        args = [worker, limit, batch, lanes, round(lease_s * US), PROMOTE_MAX, *queues]
+        args = [worker, take.limit, batch, take.lanes, round(lease_s * US), PROMOTE_MAX, lease, *queues]
         return self._run("claim", shard, keys, args)
+
+    def _note_due(self, queues: Sequence[str], due_in_us: float) -> None:
+        """Remember when the earliest delayed job of ``queues`` is due (for ``wait``)."""
+        self._due[tuple(queues)] = time.monotonic() + due_in_us / US if due_in_us >= 0 else float("inf")
 
     def claim(
         self,
@@ -155,76 +159,115 @@ class RedisCore(Inspect, Backend):
         max_lanes: int | None = None,
         lease_s: float,
     ) -> list[JobRecord]:
-        """Lease jobs from the first shard (in rotating order) that has ready work.
-
-        All returned jobs share one lease and token, so they come from one shard; on a
-        cluster the next call starts at the next shard.
-        """
+        """Lease the best ready lanes: one script call on one server; on a cluster, a peek
+        at every shard and then the claim on the shards holding the best lanes."""
         lanes = limit if max_lanes is None else max_lanes
         if limit < 1 or lanes < 1 or not queues:
             return []
-        n = self.layout.n
-        start = next(self._rotation) % n if n > 1 else 0
-        next_due = -1
-        for step in range(n):
-            shard = self.layout.shards[(start + step) % n]
-            _, now_us, due, _, rows = self.link.execute(
-                *self._claim_cmd(shard, queues, worker, limit, max(1, batch), lanes, lease_s)
-            )
-            if rows:
-                return [record(row, shard.index) for row in rows]
-            if due >= 0 and (next_due < 0 or due - now_us < next_due):
-                next_due = due - now_us
-        self._due[tuple(queues)] = time.monotonic() + next_due / US if next_due >= 0 else float("inf")
+        batch = max(1, batch)
+        if self.layout.n > 1:
+            return self._claim_spread(queues, worker, Take(limit, lanes), batch, lease_s)
+        shard = self.layout.shards[0]
+        _, now_us, due, _, rows = self.link.execute(
+            *self._claim_cmd(shard, queues, worker, Take(limit, lanes), batch, lease_s, "")
+        )
+        if rows:
+            return [record(row) for row in rows]
+        self._note_due(queues, due - now_us if due >= 0 else -1)
         return []
 
-    def _by_shard(self, tokens: Sequence[int]) -> dict[int, list[tuple[int, int]]]:
-        """Positions and lease numbers of ``tokens`` grouped by shard (bad tokens left out)."""
-        groups: dict[int, list[tuple[int, int]]] = {}
-        for i, token in enumerate(tokens):
-            try:
-                shard, lease = self.layout.token_shard(int(token))
-            except ValueError:
-                continue
-            groups.setdefault(shard.index, []).append((i, lease))
-        return groups
+    def _claim_spread(
+        self, queues: Sequence[str], worker: str, want: Take, batch: int, lease_s: float
+    ) -> list[JobRecord]:
+        shards = self.layout.shards
+        cmds: list[Command] = [("HINCRBY", shards[0].c, "g", 1)]
+        for s in shards:
+            keys = [s.key("n"), s.key("held"), *(k for q in queues for k in s.queue_keys(q))]
+            cmds.append(self._run("peek", s, keys, [want.lanes, PROMOTE_MAX, *queues]))
+        replies = self.link.pipeline(cmds)
+        _raise_errors(replies)
+        lease, peeks = int(replies[0]), replies[1:]
+        dues = [due - now_us for now_us, due, _ in peeks if due >= 0]
+        takes = plan([best for _, _, best in peeks], want.limit, want.lanes, batch)
+        if not takes:
+            self._note_due(queues, min(dues, default=-1))
+            return []
+        order = list(takes)
+        replies = self.link.pipeline(
+            [self._claim_cmd(shards[k], queues, worker, takes[k], batch, lease_s, str(lease)) for k in order]
+        )
+        _raise_errors(replies)
+        taken = [(k, record(row)) for k, reply in zip(order, replies, strict=True) for row in reply[4]]
+        if not taken:
+            return []
+        self.placement.remember(lease, taken)
+        groups = [[rec for k2, rec in taken if k2 == k] for k in order]
+        return in_claim_order(groups, queues)
+
+    def _job_shards(self, job_ids: Sequence[str]) -> list[int | None]:
+        """The shard of each job (None: not found): remembered, else looked up."""
+        if self.layout.n == 1:
+            return [0] * len(job_ids)
+        known = [self.placement.jobs.get(i) for i in job_ids]
+        missing = sorted({i for i, k in zip(job_ids, known, strict=True) if k is None})
+        if missing:
+            shards = self.layout.shards
+            replies = self.link.pipeline([("EXISTS", s.job(i)) for i in missing for s in shards])
+            found = {
+                i: k
+                for n, i in enumerate(missing)
+                for k in range(len(shards))
+                if replies[n * len(shards) + k] == 1
+            }
+            known = [found.get(i) if k is None else k for i, k in zip(job_ids, known, strict=True)]
+        return known
 
     def extend(self, tokens: Sequence[int], lease_s: float) -> list[bool]:
-        groups = self._by_shard(tokens)
-        cmds = []
-        for k, entries in groups.items():
-            shard = self.layout.shards[k]
-            cmds.append(
-                self._run("extend", shard, [shard.key("K")], [round(lease_s * US), *(c for _, c in entries)])
-            )
+        """Extend leases; on a cluster a lease lives on in every shard it has jobs in."""
+        everywhere = tuple(range(self.layout.n))
+        per_shard: dict[int, list[int]] = {}
+        for i, token in enumerate(tokens):
+            for k in self.placement.leases.get(int(token), everywhere):
+                per_shard.setdefault(k, []).append(i)
+        cmds = [
+            self._run("extend", self.layout.shards[k], [self.layout.shards[k].key("K")],
+                      [round(lease_s * US), *(int(tokens[i]) for i in idx)])
+            for k, idx in per_shard.items()
+        ]  # fmt: skip
         replies = self.link.pipeline(cmds)
         _raise_errors(replies)
         out = [False] * len(tokens)
-        for entries, reply in zip(groups.values(), replies, strict=True):
-            for (i, _), ok in zip(entries, reply, strict=True):
-                out[i] = ok == 1
+        for idx, reply in zip(per_shard.values(), replies, strict=True):
+            for i, ok in zip(idx, reply, strict=True):
+                out[i] = out[i] or ok == 1
         return out
 
     def finish(self, outcomes: Sequence[Outcome], *, connection: Any = None) -> list[bool]:
         """Apply outcomes: one script call per shard, all in one round trip."""
         if connection is not None:
             raise ConfigError("Redis has no SQL transactions: connection= is for SQL backends")
-        groups = self._by_shard([o.token for o in outcomes])
+        per_shard: dict[int, list[int]] = {}
+        for i, k in enumerate(self._job_shards([o.job_id for o in outcomes])):
+            if k is not None:
+                per_shard.setdefault(k, []).append(i)
         cmds = []
-        for k, entries in groups.items():
+        for k, idx in per_shard.items():
             shard = self.layout.shards[k]
             keys = [shard.key(s) for s in ("n", "u", "x", "D", "K", "held")]
             args: list[Any] = []
-            for i, lease in entries:
+            for i in idx:
                 keys.append(shard.job(outcomes[i].job_id))
-                args += outcome_args(outcomes[i], lease)
+                args += outcome_args(outcomes[i])
             cmds.append(self._run("finish", shard, keys, args))
-        replies = self.link.pipeline(cmds) if len(cmds) != 1 else [self.link.execute(*cmds[0])]
+        replies = [self.link.execute(*cmds[0])] if len(cmds) == 1 else self.link.pipeline(cmds)
         _raise_errors(replies)
         out = [False] * len(outcomes)
-        for entries, reply in zip(groups.values(), replies, strict=True):
-            for (i, _), ok in zip(entries, reply, strict=True):
+        for idx, reply in zip(per_shard.values(), replies, strict=True):
+            for i, ok in zip(idx, reply, strict=True):
                 out[i] = ok == 1
+        if self.layout.n > 1:
+            for o in outcomes:
+                self.placement.jobs.pop(o.job_id, None)
         return out
 
     def sweep(self, *, worker: str | None = None) -> int:
@@ -275,7 +318,7 @@ class RedisCore(Inspect, Backend):
 
     def get_job(self, job_id: str) -> JobRecord | None:
         found = self._locate(job_id)
-        return None if found is None else record(found[1], found[0].index)
+        return None if found is None else record(found[1])
 
     def _job_script(self, name: str, job_id: str) -> bool:
         found = self._locate(job_id)

@@ -45,7 +45,7 @@ class Inspect:
         start = 0
         while len(found) < want and start >= 0:
             start, rows = self.link.execute(*self._run("list", shard, [index], [start, LIST_SPAN, *args]))
-            found += [record(row, shard.index) for row in rows]
+            found += [record(row) for row in rows]
         return found[:want]
 
     def list_jobs(

@@ -9,8 +9,9 @@ The key schema itself is documented at the top of ``lib.lua``. Here:
 - a named lane lives in shard ``crc32("<queue>|<lane>") % n``; an unlaned job in the
   shard of its unique key when it has one (so duplicates meet in one place), else in
   that of its periodic schedule, else in that of its id;
-- fencing tokens are ``lease number * TOKEN_SPACE + shard``: lease numbers increase per
-  shard and a job never changes shard, so a job's tokens only grow.
+- a fencing token is a lease number: from the shard's counter on one server, from one
+  cluster-wide counter on a cluster (a claim there may take lanes of several shards under
+  one lease). Either way a job's tokens only grow.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from dataclasses import dataclass
 
 from redis.crc import key_slot
 
+from ..._errors import ConfigError
 from ..._records import NewJob
 
-TOKEN_SPACE = 1024
-"""Fencing tokens carry their shard in ``token % TOKEN_SPACE`` (so at most 1024 shards)."""
+MAX_SHARDS = 1024
 SLOTS = 16384
 
 
@@ -71,8 +72,8 @@ class Layout:
     """Where the keys of ``namespace`` are, spread over ``shards`` shards."""
 
     def __init__(self, namespace: str, shards: int) -> None:
-        if not 1 <= shards <= TOKEN_SPACE:
-            raise ValueError(f"shards must be from 1 to {TOKEN_SPACE}, not {shards}")
+        if not 1 <= shards <= MAX_SHARDS:
+            raise ConfigError(f"shards must be from 1 to {MAX_SHARDS}, not {shards}")
         self.namespace = namespace
         self.n = shards
         self.shards = [Shard(k, f"{namespace}:{{{shard_tag(k, shards)}}}:") for k in range(shards)]
@@ -97,10 +98,3 @@ class Layout:
         if tick_name is not None:
             return self.shards[_crc("t|" + tick_name) % self.n]
         return self.shards[_crc(job.id) % self.n]
-
-    def token_shard(self, token: int) -> tuple[Shard, int]:
-        """The shard and lease number a fencing token stands for."""
-        lease, k = divmod(token, TOKEN_SPACE)
-        if k >= self.n:
-            raise ValueError(f"token {token} does not belong to this namespace's {self.n} shards")
-        return self.shards[k], lease

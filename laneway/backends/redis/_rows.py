@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..._records import JobRecord, NewJob, OnDead, Outcome, Status, Verdict
-from ._keys import TOKEN_SPACE
 
 US = 1_000_000
+BAND = 2**45
+"""Ready scores are ``(255 - priority) * BAND + seq`` (``lib.lua``)."""
 
 STATUS_OF: dict[bytes, Status] = {
     b"S": Status.SCHEDULED,
@@ -40,7 +41,7 @@ def _time(value: bytes | None) -> float | None:
     return None if value is None else int(value) / US
 
 
-def record(row: Row, shard: int) -> JobRecord:
+def record(row: Row) -> JobRecord:
     """A ``JobRecord`` from the job id followed by an ``HMGET`` of FIELDS (``lib.lua``)."""
     (job_id, task, queue, lane, prio, payload, status, attempts, max_attempts, timeout, unique, ttl,
      block, enqueued, run_at, seq, lease, worker, started, finished, result, error, tb) = row  # fmt: skip
@@ -62,7 +63,7 @@ def record(row: Row, shard: int) -> JobRecord:
         enqueued_at=int(enqueued or 0) / US,
         run_at=int(run_at or 0) / US,
         seq=None if seq is None else int(seq),
-        token=None if lease is None else int(lease) * TOKEN_SPACE + shard,
+        token=None if lease is None else int(lease),
         worker=_text(worker),
         started_at=_time(started),
         finished_at=_time(finished),
@@ -91,12 +92,12 @@ def job_args(job: NewJob) -> list[str | bytes | int]:
     ]
 
 
-def outcome_args(out: Outcome, lease: int) -> list[str | bytes | int]:
+def outcome_args(out: Outcome) -> list[str | bytes | int]:
     """The 8 per-outcome arguments of ``finish.lua``."""
     flags = "".join("0" if v is None else "1" for v in (out.result, out.error, out.traceback))
     return [
         out.job_id,
-        lease,
+        out.token,
         VERDICT_CODE[out.verdict],
         flags,
         out.result or b"",

@@ -22,5 +22,5 @@ if lane then
 else
   redis.call('ZREM', P .. 'r:' .. q, '\0' .. id)
 end
-flush_counts()
+flush()
 return 1

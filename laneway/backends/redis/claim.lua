@@ -3,7 +3,9 @@
 KEYS  P c, P n, P held, P K, then for each queue: P r:<q>, P d:<q>, P w:<q>, P L:<q>.
       Job, lane and lease keys found through the ready index are derived from P.
 ARGV  [1] wake channel prefix, [2] worker, [3] limit, [4] batch, [5] max lanes,
-      [6] lease_us, [7] most due jobs promoted per queue, [8..] queues in priority order.
+      [6] lease_us, [7] most due jobs promoted per queue, [8] lease number to use ('' =
+      the shard's next one; a cluster passes its cluster-wide number), [9..] queues in
+      priority order.
 Returns {lease number (0 if nothing taken), now_us, earliest due_us (-1 if none), lanes
          taken, {{id, HMGET of FIELDS...} for each job taken, lanes together in seq order}}.
 
@@ -14,28 +16,9 @@ whatever the number of lanes, their depth, or the number of delayed/blocked jobs
 local worker, limit, batch = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local max_lanes, lease_us, promote_max = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 
-local function promote(q)
-  local d = P .. 'd:' .. q
-  local due = redis.call('ZRANGEBYSCORE', d, '-inf', NOW, 'LIMIT', 0, promote_max)
-  for _, id in ipairs(due) do
-    local j = jkey(id)
-    local v = redis.call('HMGET', j, 's', 'l', 'r', 'n')
-    local lane = v[2]
-    if v[1] == 'S' then
-      local seq = redis.call('HINCRBY', KEYS[1], 's', 1)
-      redis.call('HSET', j, 's', 'Q', 'n', seq)
-      count(q, 'S', 'Q')
-      join(q, lane, id, seq, true)
-    elseif v[1] == 'Y' and tonumber(v[3]) <= NOW then
-      redis.call('HSET', j, 's', 'Q')
-      count(q, 'Y', 'Q')
-      reindex(q, lane, id)
-    end
-    redis.call('ZREM', d, id)
-  end
-end
-
-local c = false
+local c = ARGV[8] ~= '' and ARGV[8]
+local queues = {}
+for qi = 9, #ARGV do queues[#queues + 1] = ARGV[qi] end
 local taken, lanes, rows, lease = 0, 0, {}, {}
 
 local function take(q, id, member)
@@ -69,9 +52,8 @@ local function take_lane(q, lane, want)
   end
 end
 
-for qi = 8, #ARGV do
-  local q = ARGV[qi]
-  promote(q)
+for _, q in ipairs(queues) do
+  promote(q, promote_max)
   local r = P .. 'r:' .. q
   while taken < limit and lanes < max_lanes do
     local pop = 1
@@ -97,18 +79,9 @@ for qi = 8, #ARGV do
   end
 end
 
-local next_due = -1
-for qi = 8, #ARGV do
-  local first = redis.call('ZRANGE', P .. 'd:' .. ARGV[qi], 0, 0, 'WITHSCORES')
-  if first[2] then
-    local due = tonumber(first[2])
-    if next_due < 0 or due < next_due then next_due = due end
-  end
-end
-
-if c then
+if taken > 0 then
   redis.call('HSET', P .. 'k:' .. c, 'w', worker, unpack(lease))
   redis.call('ZADD', P .. 'K', NOW + lease_us, c)
 end
-flush_counts()
-return {c or 0, NOW, next_due, lanes, rows}
+flush()
+return {c or 0, NOW, next_due(queues), lanes, rows}

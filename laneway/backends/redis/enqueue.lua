@@ -41,7 +41,7 @@ for i = 4, #ARGV, 13 do
     if ARGV[i + 10] == '1' then f[#f + 1] = 'B'; f[#f + 1] = '1' end
     local seq
     if status == 'Q' then
-      seq = redis.call('HINCRBY', KEYS[1], 's', 1)
+      seq = next_seq()
       f[#f + 1] = 'n'; f[#f + 1] = seq
     end
     redis.call('HSET', j, unpack(f))
@@ -52,6 +52,6 @@ for i = 4, #ARGV, 13 do
     out[#out + 1] = 1
   end
 end
-flush_counts()
+flush()
 if tick_name ~= '' then return {1} end
 return out

@@ -72,5 +72,5 @@ for i = 2, #ARGV, 8 do
     out[#out + 1] = 1
   end
 end
-flush_counts()
+flush()
 return out

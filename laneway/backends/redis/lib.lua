@@ -5,7 +5,8 @@ KEY SCHEMA. Every key of a namespace starts with "<ns>:". Work is split over N s
 hash tag {<tag k>}, so one script only ever touches one hash slot. P below is the shard
 prefix "<ns>:{<tag k>}:". KEYS[1] of every script is P.."c"; the scripts take P from it.
 
-  P c            hash    s -> last lane seq, t -> last lease number, i -> last insertion number
+  P c            hash    s -> last lane seq, t -> last lease number, i -> last insertion
+                         number (shard 0 of a cluster: g -> last cluster-wide lease number)
   P n            hash    "<queue>|<status>" -> job count (stats); zero counts are deleted
   P held         hash    "<queue>|<lane>" -> number of the lease holding the named lane
   P K            zset    lease number -> expiry (us)
@@ -21,7 +22,7 @@ prefix "<ns>:{<tag k>}:". KEYS[1] of every script is P.."c"; the scripts take P 
                          running jobs leave it and come back with their seq; gone when empty
   P L:<q>        set     named lanes of queue q that have pending work or are held
   P r:<q>        zset    READY index of queue q: lane name, or "\0<id>" for an unlaned job,
-                         scored (255 - head priority) * 2^44 + head seq. A lane is in it
+                         scored (255 - head priority) * 2^45 + head seq. A lane is in it
                          exactly while it is not held and its head is queued.
   P d:<q>        zset    due times (us) of scheduled jobs and retrying jobs of queue q
   P w:<q>        list    wake-up tokens of queue q (at most one), BLPOPed by idle workers
@@ -33,15 +34,19 @@ m max_attempts, o timeout_s, u unique, x result_ttl (us), B "1" when on_dead=blo
 e enqueued_at (us), r run_at (us), n seq, t lease number, w worker, g started_at (us),
 f finished_at (us), R result, E error, T traceback.
 
-Times are the server's clock (TIME) in integer microseconds. Lease numbers are per shard;
-the client's fencing token is number * 1024 + shard.
+Times are the server's clock (TIME) in integer microseconds. A seq is the time a job
+joined its lane in units of 100 us since 2024 (bumped to stay strictly increasing in its
+shard), so ready scores of different shards compare by age. The fencing token is the lease
+number: per shard on one server, cluster-wide (one counter) on a cluster, where one lease
+may span several shards.
 ]]
 
 local P = string.sub(KEYS[1], 1, -2)
 local CHAN = ARGV[1]
 local T0 = redis.call('TIME')
 local NOW = tonumber(T0[1]) * 1000000 + tonumber(T0[2])
-local BAND = 17592186044416
+local BAND = 35184372088832  -- 2^45: priority bands of the ready score
+local SEQ_EPOCH_US = 1704067200000000
 local FIELDS = {'k', 'q', 'l', 'p', 'P', 's', 'a', 'm', 'o', 'u', 'x', 'B', 'e', 'r', 'n', 't', 'w', 'g',
                 'f', 'R', 'E', 'T'}
 
@@ -53,10 +58,20 @@ local function count(q, from, to)
   if from then local f = q .. '|' .. from; COUNTS[f] = (COUNTS[f] or 0) - 1 end
   if to then local f = q .. '|' .. to; COUNTS[f] = (COUNTS[f] or 0) + 1 end
 end
-local function flush_counts()
+
+local SEQ = false
+local function next_seq()
+  if not SEQ then SEQ = tonumber(redis.call('HGET', KEYS[1], 's') or '0') end
+  SEQ = math.max(SEQ + 1, math.floor((NOW - SEQ_EPOCH_US) / 100))
+  return SEQ
+end
+
+-- Write what the script accumulated: status counts and the shard's last seq.
+local function flush()
   for f, d in pairs(COUNTS) do
     if d ~= 0 and redis.call('HINCRBY', P .. 'n', f, d) == 0 then redis.call('HDEL', P .. 'n', f) end
   end
+  if SEQ then redis.call('HSET', KEYS[1], 's', SEQ) end
 end
 
 local WOKEN = {}
@@ -160,4 +175,39 @@ local function leave_lease(c, id, q, lane)
     redis.call('DEL', k)
     redis.call('ZREM', P .. 'K', c)
   end
+end
+
+-- Move due scheduled jobs of queue q into their lanes (taking a seq) and due retrying jobs
+-- back to queued, at most `most` of them.
+local function promote(q, most)
+  local d = P .. 'd:' .. q
+  local due = redis.call('ZRANGEBYSCORE', d, '-inf', NOW, 'LIMIT', 0, most)
+  for _, id in ipairs(due) do
+    local j = jkey(id)
+    local v = redis.call('HMGET', j, 's', 'l', 'r')
+    if v[1] == 'S' then
+      local seq = next_seq()
+      redis.call('HSET', j, 's', 'Q', 'n', seq)
+      count(q, 'S', 'Q')
+      join(q, v[2], id, seq, true)
+    elseif v[1] == 'Y' and tonumber(v[3]) <= NOW then
+      redis.call('HSET', j, 's', 'Q')
+      count(q, 'Y', 'Q')
+      reindex(q, v[2], id)
+    end
+    redis.call('ZREM', d, id)
+  end
+end
+
+-- The earliest due time (us) in the schedules of the given queues, or -1.
+local function next_due(queues)
+  local best = -1
+  for _, q in ipairs(queues) do
+    local first = redis.call('ZRANGE', P .. 'd:' .. q, 0, 0, 'WITHSCORES')
+    if first[2] then
+      local due = tonumber(first[2])
+      if best < 0 or due < best then best = due end
+    end
+  end
+  return best
 end

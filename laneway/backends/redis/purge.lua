@@ -29,7 +29,7 @@ for _, id in ipairs(ids) do
     gone = gone + 1
   end
 end
-flush_counts()
+flush()
 local next_rank = -1
 if #ids >= span then next_rank = start + #ids - gone end
 return {deleted, next_rank}

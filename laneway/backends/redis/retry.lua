@@ -20,9 +20,9 @@ if uniq then redis.call('HSET', P .. 'u', uniq, id) end
 count(q, s, 'Q')
 local seq = v[5]
 if not seq then
-  seq = redis.call('HINCRBY', KEYS[1], 's', 1)
+  seq = next_seq()
   redis.call('HSET', j, 'n', seq)
 end
 if in_lane then reindex(q, lane, id) else join(q, lane, id, seq, false) end
-flush_counts()
+flush()
 return 1

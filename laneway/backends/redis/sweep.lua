@@ -75,7 +75,7 @@ for _, id in ipairs(pruned) do
   end
   redis.call('ZREM', P .. 'x', id)
 end
-flush_counts()
+flush()
 local more = 0
 if #leases >= max_leases or #pruned >= max_prune then more = 1 end
 return {recovered, #pruned, more}
