@@ -15,8 +15,18 @@ from .conftest import status_of
 
 TOKEN = "s3cret-token-for-tests-0123456789"
 PUBLIC = "http://dash.example.com"
-GET_ROUTES = ["/", "/queues/billing", "/jobs", "/jobs?status=dead", "/dead", "/bus", "/metrics",
-              "/static/dashboard.css", "/static/dashboard.js", "/nope"]
+GET_ROUTES = [
+    "/",
+    "/queues/billing",
+    "/jobs",
+    "/jobs?status=dead",
+    "/dead",
+    "/bus",
+    "/metrics",
+    "/static/dashboard.css",
+    "/static/dashboard.js",
+    "/nope",
+]
 POST_ROUTES = ["/jobs/{id}/retry", "/jobs/{id}/cancel", "/dead/retry", "/dead/purge", "/logout"]
 
 
@@ -93,7 +103,10 @@ def test_login_needs_a_csrf_token_and_the_same_origin(guarded):
     token = guarded.csrf("/login")
 
     assert guarded.post("/login", {"token": TOKEN}).status_code == 403
-    assert guarded.post("/login", {"csrf": token, "token": TOKEN}, origin="https://evil.example").status_code == 403
+    assert (
+        guarded.post("/login", {"csrf": token, "token": TOKEN}, origin="https://evil.example").status_code
+        == 403
+    )
 
 
 def test_sign_out_ends_the_session(guarded):
@@ -163,8 +176,12 @@ def test_a_post_without_origin_needs_a_same_site_referer(shop, local):
     path = f"/jobs/{shop.stuck.id}/retry"
 
     assert local.post(path, {"csrf": token}, origin=None).status_code == 403
-    assert local.post(path, {"csrf": token}, origin=None,
-                      headers={"referer": "https://evil.example/dead"}).status_code == 403
+    assert (
+        local.post(
+            path, {"csrf": token}, origin=None, headers={"referer": "https://evil.example/dead"}
+        ).status_code
+        == 403
+    )
     ok = local.post(path, {"csrf": token}, origin=None, headers={"referer": "http://127.0.0.1:8080/dead"})
     assert ok.status_code == 303
 
@@ -254,12 +271,16 @@ def test_cli_refuses_a_public_address_without_a_token(served, host):
 
 
 def test_cli_binds_a_public_address_with_a_token_from_the_environment(served):
-    result = CliRunner().invoke(dashboard_command, ["--url", "memory://", "--host", "0.0.0.0", "--port", "9999"],
-                                env={"LANEWAY_DASHBOARD_TOKEN": TOKEN})
+    result = CliRunner().invoke(
+        dashboard_command,
+        ["--url", "memory://", "--host", "0.0.0.0", "--port", "9999"],
+        env={"LANEWAY_DASHBOARD_TOKEN": TOKEN},
+    )
 
     assert result.exit_code == 0, result.output
-    assert served == [{"host": "0.0.0.0", "port": 9999, "log_level": "info", "server_header": False,
-                       "proxy_headers": False}]
+    assert served == [
+        {"host": "0.0.0.0", "port": 9999, "log_level": "info", "server_header": False, "proxy_headers": False}
+    ]
     assert "token required" in result.output
 
 
