@@ -1,0 +1,172 @@
+"""Behaviour of AsyncKeyedProcessor: the same contract on an asyncio event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+import pytest
+
+from laneway.streams import (
+    AsyncKeyedProcessor,
+    ErrorPolicy,
+    ProcessorClosedError,
+    ProcessorStoppedError,
+    Record,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_async_same_key_in_order_while_keys_overlap() -> None:
+    seen: dict[str, list[int]] = defaultdict(list)
+    running = 0
+    peak = 0
+    acks: list[tuple[str, int]] = []
+
+    async def work(item: tuple[str, int]) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.001 * (item[1] % 3))
+        seen[item[0]].append(item[1])
+        running -= 1
+
+    async def main() -> None:
+        processor: AsyncKeyedProcessor[str, tuple[str, int], str] = AsyncKeyedProcessor(
+            work, lambda p, o: acks.append((p, o)), max_in_flight=50
+        )
+        for offset in range(300):
+            key = f"k{offset % 10}"
+            await processor.submit(key, (key, offset), "p", offset)
+        assert await processor.flush(10)
+        await processor.close()
+
+    asyncio.run(main())
+    for key, offsets in seen.items():
+        assert offsets == sorted(offsets), key
+    assert peak > 1
+    assert acks[-1] == ("p", 299)
+    assert [o for _, o in acks] == sorted({o for _, o in acks})
+
+
+def test_async_submit_waits_at_max_in_flight() -> None:
+    release = asyncio.Event()
+
+    async def work(item: int) -> None:
+        await release.wait()
+
+    async def main() -> None:
+        processor: AsyncKeyedProcessor[str, int, str] = AsyncKeyedProcessor(
+            work, lambda p, o: None, max_in_flight=2
+        )
+        await processor.submit("a", 0, "p", 0)
+        await processor.submit("b", 1, "p", 1)
+        with pytest.raises(TimeoutError):
+            await processor.submit("c", 2, "p", 2, timeout=0.05)
+        release.set()
+        await processor.submit("c", 2, "p", 2, timeout=5)
+        assert await processor.flush(5)
+        assert processor.stats().done == 3
+        await processor.close()
+
+    asyncio.run(main())
+
+
+def test_async_retry_then_skip_acks_past_the_poison_item() -> None:
+    attempts: dict[int, int] = defaultdict(int)
+    errors: list[Record[str, int, str]] = []
+    acks: list[int] = []
+
+    async def work(item: int) -> None:
+        attempts[item] += 1
+        if item == 1:
+            raise ValueError("poison")
+
+    async def on_error(record: Record[str, int, str], exc: BaseException) -> None:
+        errors.append(record)
+
+    async def main() -> None:
+        processor: AsyncKeyedProcessor[str, int, str] = AsyncKeyedProcessor(
+            work,
+            lambda p, o: acks.append(o),
+            on_error=on_error,
+            error_policy=ErrorPolicy.retry(2, backoff=0.01, then="skip"),
+        )
+        for offset in range(3):
+            await processor.submit("a", offset, "p", offset)
+        assert await processor.flush(5)
+        assert processor.stats().skipped == 1
+        await processor.close()
+
+    asyncio.run(main())
+    assert attempts == {0: 1, 1: 3, 2: 1}
+    assert [r.attempt for r in errors] == [1, 2, 3]
+    assert acks[-1] == 2
+
+
+def test_async_stop_policy_raises_from_flush_and_submit() -> None:
+    acks: list[int] = []
+
+    async def work(item: int) -> None:
+        if item == 1:
+            raise KeyError(item)
+
+    async def main() -> None:
+        processor: AsyncKeyedProcessor[str, int, str] = AsyncKeyedProcessor(
+            work, lambda p, o: acks.append(o), error_policy=ErrorPolicy.stop()
+        )
+        for offset in range(3):
+            await processor.submit("a", offset, "p", offset)
+        with pytest.raises(ProcessorStoppedError):
+            await processor.flush(5)
+        with pytest.raises(ProcessorStoppedError):
+            await processor.submit("b", 5, "p", 5)
+        await processor.close()
+
+    asyncio.run(main())
+    assert acks == [0]
+
+
+def test_async_revoke_cancels_items_still_running_after_the_deadline() -> None:
+    acks: list[tuple[str, int]] = []
+    cancelled: list[int] = []
+
+    async def work(item: int) -> None:
+        try:
+            await asyncio.sleep(0 if item else 60)
+        except asyncio.CancelledError:
+            cancelled.append(item)
+            raise
+
+    async def main() -> dict[str, int | None]:
+        processor: AsyncKeyedProcessor[str, int, str] = AsyncKeyedProcessor(
+            work, lambda p, o: acks.append((p, o))
+        )
+        await processor.submit("a", 0, "p", 0)  # hangs
+        await processor.submit("b", 1, "p", 1)  # finishes, but sits above the hung one
+        await asyncio.sleep(0.01)
+        finals = await processor.revoke(["p"], timeout=0.05)
+        assert processor.stats().in_flight == 0
+        await processor.close()
+        return finals
+
+    finals = asyncio.run(main())
+    assert cancelled == [0]
+    assert finals == {"p": None}
+    assert acks == []
+
+
+def test_async_close_rejects_later_submits() -> None:
+    async def work(item: int) -> None:
+        return None
+
+    async def main() -> None:
+        processor: AsyncKeyedProcessor[str, int, str] = AsyncKeyedProcessor(work, lambda p, o: None)
+        await processor.submit("a", 0, "p", 0)
+        await processor.close()
+        assert processor.stats().done == 1
+        with pytest.raises(ProcessorClosedError):
+            await processor.submit("a", 1, "p", 1)
+
+    asyncio.run(main())
