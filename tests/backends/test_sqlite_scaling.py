@@ -135,15 +135,19 @@ def test_wait_wakes_within_milliseconds_when_another_process_enqueues(
     producer = SQLiteBackend(
         f"sqlite:///{db_path}", namespace="ns"
     )  # its own connections, as another process
+    latencies = []
     try:
-        thread = waited(backend, ["default"], 5.0)
-        time.sleep(0.1)
-        start = time.monotonic()
-        producer.enqueue([new_job()])
-        thread.join(5)
-        assert time.monotonic() - start < 0.05
+        for _ in range(5):
+            thread = waited(backend, ["default"], 5.0)
+            time.sleep(0.05)
+            start = time.monotonic()
+            producer.enqueue([new_job()])
+            thread.join(5)
+            latencies.append(time.monotonic() - start)
+            assert backend.claim(["default"], worker="w", limit=1, lease_s=30)
     finally:
         producer.close()
+    assert sorted(latencies)[2] < 0.05, latencies  # the median; a loaded CI box may be slow once
 
 
 def test_wait_ignores_commits_that_make_nothing_ready_on_its_queues(backend: SQLiteBackend) -> None:

@@ -60,6 +60,7 @@ class SQLiteBackend(Backend):
         self.namespace = check_namespace(namespace)
         self._sql = Sql(self.namespace)
         self._db = Database(settings)
+        self._names = {os.path.abspath(settings.path), os.path.realpath(settings.path)}
         try:
             self.schema_version = ensure_schema(self._db, self.namespace)
         except BaseException:
@@ -257,7 +258,7 @@ class SQLiteBackend(Backend):
                 f"connection= must be an sqlite3.Connection to {self.path!r}, not {type(connection).__name__}"
             )
         main = [row[2] for row in connection.execute("PRAGMA database_list") if row[1] == "main"]
-        if not main or not _same_file(main[0], self.path):
+        if not main or (main[0] not in self._names and not _same_file(main[0], self.path)):
             raise ConfigError(f"connection= is open on {main[0] if main else '?'!r}, not on {self.path!r}")
         if not connection.in_transaction:
             if connection.isolation_level is None or getattr(connection, "autocommit", None) is True:

@@ -61,15 +61,13 @@ def reindex(conn: sqlite3.Connection, sql: Sql, queue: str, key: str) -> None:
     settle_lane(conn, sql, queue, key)
 
 
-def release_from_lease(conn: sqlite3.Connection, sql: Sql, token: int, queue: str, key: str) -> None:
-    """After a job of lease ``token`` finished: free its lane once none of the lease's
-    jobs there still run, and end the lease once none runs at all."""
+def release_lane(conn: sqlite3.Connection, sql: Sql, token: int, queue: str, key: str) -> None:
+    """After jobs of lease ``token`` in this lane finished: free the lane once none of the
+    lease's jobs there still runs."""
     if conn.execute(sql.lease_lane_busy, (token, queue, key)).fetchone() is None:
         row = conn.execute(sql.lane_held, (queue, key)).fetchone()
         if row is not None and row[0] in (None, token):
             settle_lane(conn, sql, queue, key)
-    if conn.execute(sql.lease_busy, (token,)).fetchone() is None:
-        conn.execute(sql.drop_lease, (token,))
 
 
 # --- enqueue -----------------------------------------------------------------------------
@@ -164,45 +162,62 @@ def claim(
     max_lanes: int | None,
     lease_s: float,
 ) -> list[JobRecord]:
-    """Promote due jobs, then lease ready lanes; see ``Backend.claim``."""
+    """Promote due jobs, then lease ready lanes; see ``Backend.claim``.
+
+    With ``batch == 1`` one statement per queue takes the heads of as many ready lanes as
+    wanted (``take_heads``); larger batches go lane by lane, so the first lane may fill
+    the claim before the next is looked at (the "drain the sender" order).
+    """
     promote(conn, sql, now)
-    taken: list[JobRecord] = []
     lanes_left = limit if max_lanes is None else min(limit, max_lanes)
-    token: int | None = None
+    token = int(conn.execute(sql.next_token).fetchone()[0])
+    taken: list[JobRecord] = []
     for queue in queues:
         if lanes_left <= 0 or len(taken) >= limit:
             break
-        for (key,) in conn.execute(sql.ready_lanes, (queue, min(lanes_left, limit - len(taken)))).fetchall():
-            if token is None:
-                token = bump(conn, sql, "token", 1)
-            got = take_lane(conn, sql, now, queue, key, min(batch, limit - len(taken)), token, worker)
-            if got:
-                taken.extend(got)
-                lanes_left -= 1
-            if lanes_left <= 0 or len(taken) >= limit:
-                break
+        if batch == 1:
+            rows = conn.execute(sql.take_heads, (token, worker, now, queue, lanes_left)).fetchall()
+            got = sorted(map(record, rows), key=lambda rec: (-rec.priority, rec.seq or 0))
+            lanes_left -= len(got)
+            taken += got
+        else:
+            lanes_left = take_lanes(conn, sql, now, queue, token, worker, batch, limit, lanes_left, taken)
     if taken:
+        bump(conn, sql, "token", 1)
+        conn.execute(sql.hold_lanes, (token,))
         conn.execute(sql.insert_lease, (token, worker, now + lease_s))
     return taken
 
 
-def take_lane(
-    conn: sqlite3.Connection, sql: Sql, now: float, queue: str, key: str, count: int, token: int, worker: str
-) -> list[JobRecord]:
-    """Lease up to ``count`` consecutive queued jobs from the head of a ready lane."""
-    got: list[JobRecord] = []
-    for row in conn.execute(sql.lane_members, (queue, key, count)).fetchall():
-        rec = record(row)
-        if rec.status is not Status.QUEUED:
+def take_lanes(
+    conn: sqlite3.Connection,
+    sql: Sql,
+    now: float,
+    queue: str,
+    token: int,
+    worker: str,
+    batch: int,
+    limit: int,
+    lanes_left: int,
+    taken: list[JobRecord],
+) -> int:
+    """Lease ready lanes of ``queue`` one by one, each up to ``batch`` consecutive queued
+    jobs, appending to ``taken``; returns how many more lanes may be taken."""
+    for (key,) in conn.execute(sql.ready_lanes, (queue, min(lanes_left, limit - len(taken)))).fetchall():
+        got: list[JobRecord] = []
+        for row in conn.execute(sql.lane_members, (queue, key, min(batch, limit - len(taken)))).fetchall():
+            rec = record(row)
+            if rec.status is not Status.QUEUED:
+                break
+            got.append(replace(rec, status=Status.RUNNING, attempts=rec.attempts + 1, token=token,
+                               worker=worker, started_at=now))  # fmt: skip
+        if got:
+            conn.executemany(sql.start_job, [(token, worker, now, rec.id) for rec in got])
+            taken += got
+            lanes_left -= 1
+        if lanes_left <= 0 or len(taken) >= limit:
             break
-        got.append(replace(rec, status=Status.RUNNING, attempts=rec.attempts + 1, token=token,
-                           worker=worker, started_at=now))  # fmt: skip
-    if not got:  # the row claimed a ready head that is not there: repair it
-        reindex(conn, sql, queue, key)
-        return got
-    conn.executemany(sql.start_job, [(token, worker, now, rec.id) for rec in got])
-    conn.execute(sql.hold_lane, (token, queue, key))
-    return got
+    return lanes_left
 
 
 def extend(
@@ -216,37 +231,50 @@ def extend(
 
 
 def finish(conn: sqlite3.Connection, sql: Sql, now: float, outcomes: Sequence[Outcome]) -> list[bool]:
-    """Apply each outcome that its lease still covers; see ``Backend.finish``."""
-    return [finish_one(conn, sql, now, out) for out in outcomes]
+    """Apply each outcome that its lease still covers; see ``Backend.finish``.
+
+    Each outcome is one guarded ``UPDATE`` (it changes the job only while it runs under
+    the outcome's token); freeing lanes and ending leases is done once per batch, after
+    every outcome, which leaves the same state as doing it after each.
+    """
+    alive: dict[int, bool] = {}
+    accepted: list[bool] = []
+    lanes: dict[tuple[str, str], int] = {}
+    solo_done: list[tuple[str, str]] = []
+    for out in outcomes:
+        if out.token not in alive:
+            row = conn.execute(sql.lease_expiry, (out.token,)).fetchone()
+            alive[out.token] = row is not None and row[0] > now
+        lane = apply_outcome(conn, sql, now, out) if alive[out.token] else None
+        accepted.append(lane is not None)
+        if lane is None:
+            continue
+        if lane[1].startswith(SOLO_PREFIX) and out.verdict in (Verdict.SUCCEEDED, Verdict.DEAD):
+            solo_done.append(lane)  # a lane of one job that left it: nothing can follow
+        else:
+            lanes[lane] = out.token
+    conn.executemany(sql.drop_lane, solo_done)
+    for (queue, key), token in lanes.items():
+        release_lane(conn, sql, token, queue, key)
+    for token, ok in alive.items():
+        if ok:
+            conn.execute(sql.drop_lease_if_idle, (token,))
+    return accepted
 
 
-def finish_one(conn: sqlite3.Connection, sql: Sql, now: float, out: Outcome) -> bool:
-    """Apply one outcome if its job runs under ``out.token`` and that lease is alive."""
-    row = conn.execute(sql.job_for_finish, (out.job_id,)).fetchone()
-    if row is None or row[0] != Status.RUNNING.value or row[1] != out.token:
-        return False
-    lease = conn.execute(sql.lease_expiry, (out.token,)).fetchone()
-    if lease is None or lease[0] <= now:
-        return False
-    queue, key = row[2], row[3]
-    verdict = out.verdict
+def apply_outcome(conn: sqlite3.Connection, sql: Sql, now: float, out: Outcome) -> tuple[str, str] | None:
+    """Change the job as ``out`` says if it runs under ``out.token``; returns its lane."""
+    verdict, ids = out.verdict, (out.job_id, out.token)
     if verdict is Verdict.SUCCEEDED:
-        conn.execute(sql.succeed, (out.result, now, now, out.job_id))
+        rows = conn.execute(sql.succeed, (out.result, now, now, *ids)).fetchall()
     elif verdict is Verdict.RETRY:
         due = now + out.delay_s
-        conn.execute(sql.retry_later, (due, due, out.error, out.traceback, out.job_id))
+        rows = conn.execute(sql.retry_later, (due, due, out.error, out.traceback, *ids)).fetchall()
     elif verdict is Verdict.DEAD:
-        conn.execute(sql.go_dead, (out.error, out.traceback, now, out.job_id))
+        rows = conn.execute(sql.go_dead, (out.error, out.traceback, now, *ids)).fetchall()
     else:
-        conn.execute(sql.release, (out.job_id,))
-    if key.startswith(SOLO_PREFIX) and verdict in (Verdict.SUCCEEDED, Verdict.DEAD):
-        # A lane of one job that left it: nothing can follow, drop the row at once.
-        conn.execute(sql.drop_lane, (queue, key))
-        if conn.execute(sql.lease_busy, (out.token,)).fetchone() is None:
-            conn.execute(sql.drop_lease, (out.token,))
-    else:
-        release_from_lease(conn, sql, out.token, queue, key)
-    return True
+        rows = conn.execute(sql.release, ids).fetchall()
+    return (rows[0][0], rows[0][1]) if rows else None
 
 
 # --- sweep -------------------------------------------------------------------------------
@@ -281,14 +309,14 @@ def recover_lease(conn: sqlite3.Connection, sql: Sql, now: float, token: int) ->
     for job_id, queue, key, attempts, max_attempts in jobs:
         if attempts >= max_attempts:
             error = f"lease expired: worker lost while running attempt {attempts} of {max_attempts}"
-            conn.execute(sql.go_dead, (error, None, now, job_id))
+            conn.execute(sql.go_dead, (error, None, now, job_id, token)).fetchall()
         else:
-            conn.execute(sql.requeue_lost, ("lease expired: worker lost; re-queued", job_id))
+            conn.execute(
+                sql.requeue_lost, ("lease expired: worker lost; re-queued", job_id, token)
+            ).fetchall()
         lanes[(queue, key)] = None
     for queue, key in lanes:
-        row = conn.execute(sql.lane_held, (queue, key)).fetchone()
-        if row is not None and row[0] in (None, token):
-            settle_lane(conn, sql, queue, key)
+        release_lane(conn, sql, token, queue, key)
     conn.execute(sql.drop_lease, (token,))
     return len(jobs)
 

@@ -82,7 +82,6 @@ _TEMPLATES = {
         "WHERE queue = ? AND lane_key = ? AND lane_pos IS NOT NULL ORDER BY lane_pos LIMIT 1"
     ),
     "lane_held": 'SELECT held FROM "{ns}_lanes" WHERE queue = ? AND lane_key = ?',
-    "hold_lane": 'UPDATE "{ns}_lanes" SET held = ?, ready = 0 WHERE queue = ? AND lane_key = ?',
     "set_lane": (
         'INSERT INTO "{ns}_lanes" (queue, lane_key, ready, priority, head_seq, held) '
         "VALUES (?, ?, ?, ?, ?, NULL) ON CONFLICT (queue, lane_key) DO UPDATE SET "
@@ -90,6 +89,20 @@ _TEMPLATES = {
     ),
     "drop_lane": 'DELETE FROM "{ns}_lanes" WHERE queue = ? AND lane_key = ?',
     # --- claim, lease, finish --------------------------------------------------------------
+    "next_token": "SELECT value + 1 FROM \"{ns}_counters\" WHERE name = 'token'",
+    "take_heads": (
+        "UPDATE \"{ns}_jobs\" SET status = 'running', attempts = attempts + 1, token = ?1, worker = ?2, "
+        "started_at = ?3, lane_pos = NULL WHERE rid IN ("
+        ' SELECT j.rid FROM "{ns}_lanes" AS l INDEXED BY "{ns}_lanes_ready"'
+        ' JOIN "{ns}_jobs" AS j INDEXED BY "{ns}_jobs_lane"'
+        "  ON j.queue = l.queue AND j.lane_key = l.lane_key AND j.lane_pos = l.head_seq"
+        " WHERE l.queue = ?4 AND l.ready = 1 AND j.status = 'queued'"
+        f" ORDER BY l.priority DESC, l.head_seq LIMIT ?5) RETURNING {JOB_COLUMNS}"
+    ),
+    "hold_lanes": (
+        'UPDATE "{ns}_lanes" SET held = ?1, ready = 0 WHERE (queue, lane_key) IN '
+        '(SELECT queue, lane_key FROM "{ns}_jobs" INDEXED BY "{ns}_jobs_token" WHERE token = ?1)'
+    ),
     "start_job": (
         "UPDATE \"{ns}_jobs\" SET status = 'running', attempts = attempts + 1, token = ?, worker = ?, "
         "started_at = ?, lane_pos = NULL WHERE id = ?"
@@ -97,32 +110,38 @@ _TEMPLATES = {
     "insert_lease": 'INSERT INTO "{ns}_leases" (token, worker, expires_at) VALUES (?, ?, ?)',
     "extend_lease": 'UPDATE "{ns}_leases" SET expires_at = ? WHERE token = ? AND expires_at > ?',
     "lease_expiry": 'SELECT expires_at FROM "{ns}_leases" WHERE token = ?',
+    "drop_lease_if_idle": (
+        'DELETE FROM "{ns}_leases" WHERE token = ?1 AND NOT EXISTS '
+        '(SELECT 1 FROM "{ns}_jobs" INDEXED BY "{ns}_jobs_token" WHERE token = ?1)'
+    ),
     "drop_lease": 'DELETE FROM "{ns}_leases" WHERE token = ?',
-    "lease_busy": 'SELECT 1 FROM "{ns}_jobs" INDEXED BY "{ns}_jobs_token" WHERE token = ? LIMIT 1',
     "lease_lane_busy": (
         'SELECT 1 FROM "{ns}_jobs" INDEXED BY "{ns}_jobs_token" '
         "WHERE token = ? AND queue = ? AND lane_key = ? LIMIT 1"
     ),
-    "job_for_finish": 'SELECT status, token, queue, lane_key FROM "{ns}_jobs" WHERE id = ?',
+    # Outcomes: each changes the job only if it still runs under the outcome's token
+    # (the last two parameters: id, token), and returns its lane.
     "succeed": (
         "UPDATE \"{ns}_jobs\" SET status = 'succeeded', result = ?, finished_at = ?, token = NULL, "
-        "uniq_live = NULL, expires_at = ? + result_ttl_s WHERE id = ?"
+        "uniq_live = NULL, expires_at = ? + result_ttl_s WHERE id = ? AND token = ? RETURNING queue, lane_key"
     ),
     "retry_later": (
         "UPDATE \"{ns}_jobs\" SET status = 'retrying', run_at = ?, wake_at = ?, error = ?, traceback = ?, "
-        "token = NULL, lane_pos = seq WHERE id = ?"
+        "token = NULL, lane_pos = seq WHERE id = ? AND token = ? RETURNING queue, lane_key"
     ),
     "go_dead": (
         "UPDATE \"{ns}_jobs\" SET status = 'dead', error = ?, traceback = ?, finished_at = ?, token = NULL, "
         "uniq_live = NULL, expires_at = NULL, wake_at = NULL, "
-        "lane_pos = CASE WHEN on_dead = 'block' AND lane IS NOT NULL THEN seq END WHERE id = ?"
+        "lane_pos = CASE WHEN on_dead = 'block' AND lane IS NOT NULL THEN seq END "
+        "WHERE id = ? AND token = ? RETURNING queue, lane_key"
     ),
     "release": (
         "UPDATE \"{ns}_jobs\" SET status = 'queued', attempts = attempts - 1, token = NULL, lane_pos = seq "
-        "WHERE id = ?"
+        "WHERE id = ? AND token = ? RETURNING queue, lane_key"
     ),
     "requeue_lost": (
-        "UPDATE \"{ns}_jobs\" SET status = 'queued', token = NULL, lane_pos = seq, error = ? WHERE id = ?"
+        "UPDATE \"{ns}_jobs\" SET status = 'queued', token = NULL, lane_pos = seq, error = ? "
+        "WHERE id = ? AND token = ? RETURNING queue, lane_key"
     ),
     # --- sweep -----------------------------------------------------------------------------
     "expired_leases": (
@@ -203,17 +222,18 @@ class Sql:
     lane_members: str
     lane_head: str
     lane_held: str
-    hold_lane: str
     set_lane: str
     drop_lane: str
+    next_token: str
+    take_heads: str
+    hold_lanes: str
     start_job: str
     insert_lease: str
     extend_lease: str
     lease_expiry: str
+    drop_lease_if_idle: str
     drop_lease: str
-    lease_busy: str
     lease_lane_busy: str
-    job_for_finish: str
     succeed: str
     retry_later: str
     go_dead: str
