@@ -96,7 +96,9 @@ def when(ts: float | None) -> Html:
     if ts is None:
         return Html("")
     moment = datetime.fromtimestamp(ts, tz=timezone.utc)
-    return tag("time", moment.strftime("%H:%M:%S"), datetime=moment.isoformat(), title=moment.isoformat())
+    return tag(
+        "time", moment.strftime("%m-%d %H:%M:%S"), datetime=moment.isoformat(), title=moment.isoformat()
+    )
 
 
 def age(seconds: float | None) -> str:

@@ -112,7 +112,7 @@ def lanes_table(lanes: Sequence[LaneInfo], *, show_queue: bool) -> Html:
         state = (tag("span", "blocked", cls="badge s-dead") if lane.blocked
                  else tag("span", "held", cls="badge s-running") if lane.held else Html("waiting"))  # fmt: skip
         row: list[object] = [link(url("/jobs", queue=lane.queue, lane=lane.lane), lane.lane), lane.depth,
-                             link(f"/jobs/{lane.head_id}", short_id(lane.head_id), title=lane.head_id), badge(lane.head_status),
+                             link(f"/jobs/{lane.head_id}", short_id(lane.head_id), title=lane.head_id, cls="id"), badge(lane.head_status),
                              lane.head_attempts, age(lane.head_age_s), state]  # fmt: skip
         rows.append([link(url(f"/queues/{lane.queue}"), lane.queue), *row] if show_queue else row)
     cols = ["lane", "depth", "head", "head status", "head attempts", "head age", "state"]
@@ -162,7 +162,7 @@ def job_actions(ctx: Ctx, rec: JobRecord, back: str) -> Html:
 
 def jobs_table(ctx: Ctx, recs: Sequence[JobRecord]) -> Html:
     rows = [
-        [link(f"/jobs/{r.id}", short_id(r.id), title=r.id), r.task, r.queue, r.lane or "", badge(r.status),
+        [link(f"/jobs/{r.id}", short_id(r.id), title=r.id, cls="id"), r.task, r.queue, r.lane or "", badge(r.status),
          f"{r.attempts}/{r.max_attempts}", when(r.enqueued_at), when(r.finished_at),
          tag("span", (r.error or "")[:80], title=r.error or None, cls="err"), job_actions(ctx, r, ctx.here)]
         for r in recs
