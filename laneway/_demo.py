@@ -1,22 +1,18 @@
 """The demo and the chaos run: producers, worker processes, a progress bar, a verdict.
 
 Producers enqueue ``jobs`` over ``lanes`` (each lane owned by one producer thread, so
-its send order is defined); ``workers`` worker processes run them; with ``kills`` > 0
-random workers are killed with SIGKILL during the run and restarted. At the end the
+its send order is defined); ``workers`` worker processes run them; with ``kills`` > 0,
+a random worker that has claimed work is killed with SIGKILL and restarted at evenly
+spaced points of the run's progress, at least ``kill_every_s`` apart. At the end the
 recorded history is checked: nothing lost, nothing out of order, no stale ack accepted,
 and no job ran twice unless it was in flight on a killed worker.
 
-Two things a ``kill -9`` does to the record itself are repaired from the backend before
-checking, and counted in :class:`RunResult`:
-
-- a worker killed after the backend accepted its ack but before it wrote the ACK line
-  leaves a job that looks unfinished: when the backend says the job succeeded (or went
-  dead) and its handler's EFFECT was recorded, the missing event is added at the
-  backend's ``finished_at``, with the token of the job's last claim before that time;
-- jobs that were claimed by a killed worker and never finished by it are *orphans*: the
-  time from the kill to the next claim of the job by anyone is its *re-lease time*,
-  bounded by the lease plus the sweep interval (no supervisor hands them back early
-  here, so this is the expiry path).
+Before checking, each job's final event is set to the time the backend applied it, and
+final events a ``kill -9`` kept out of the record are rebuilt from the backend and
+counted (see :func:`settle_from_backend`). Jobs that were claimed by a killed worker
+and never finished by it are *orphans*; the time from the kill to the next claim of the
+job by anyone is its *re-lease time*, bounded by the lease plus the sweep interval (no
+supervisor hands them back early here, so this is the expiry path).
 """
 
 from __future__ import annotations
@@ -31,7 +27,8 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -96,7 +93,7 @@ class RunResult:
     restarts: int
     orphans: list[Orphan] = field(default_factory=list)
     repaired: int = 0
-    """Final events the history lacked (worker killed right after its ack) taken from the backend."""
+    """Final events the history lacked (worker killed right after its ack), rebuilt from the backend."""
 
     @property
     def throughput(self) -> float:
@@ -144,14 +141,25 @@ class _Workers:
     def start_all(self) -> None:
         self.procs = [self.start(i) for i in range(self.cfg.workers)]
 
-    def kill_one(self) -> None:
-        i = random.randrange(len(self.procs))
+    def working(self) -> list[int]:
+        """Workers that have claimed work (their history file exists): a worker still
+        starting up holds nothing, and killing it would test nothing."""
+        names = {path.name.split(".", 2)[0] for path in Path(self.cfg.history_dir).glob("worker-*")}
+        return [i for i, p in enumerate(self.procs) if f"worker-{p.pid}" in names]
+
+    def kill_one(self) -> bool:
+        """SIGKILL a random working worker and start another; False when none works yet."""
+        candidates = self.working()
+        if not candidates:
+            return False
+        i = random.choice(candidates)
         victim = self.procs[i]
         victim.send_signal(signal.SIGKILL)
         victim.wait()
         self.kills.append((f"worker-{victim.pid}", self.clock()))
         self.restarts += 1
         self.procs[i] = self.start(i)
+        return True
 
     def stop_all(self) -> None:
         for p in self.procs:
@@ -220,43 +228,56 @@ def run(cfg: RunConfig, console: Console | None = None) -> RunResult:
             for t in producers:
                 t.join()
         elapsed = time.monotonic() - start
-        events = load_history(cfg.history_dir)
-        repairs = repair_final_events(events, refs, app.backend)
+        events, repaired = settle_from_backend(load_history(cfg.history_dir), refs, app.backend)
     finally:
         app.close()
-    events += repairs
     orphans = find_orphans(events, workers.kills)
     report = check_history(events, expected=refs, allow_duplicates_for={o.job_id for o in orphans})
-    return RunResult(report, elapsed, total, len(workers.kills), workers.restarts, orphans, len(repairs))
+    return RunResult(report, elapsed, total, len(workers.kills), workers.restarts, orphans, repaired)
 
 
-def repair_final_events(events: Sequence[Event], refs: Iterable[JobRef], backend: Backend) -> list[Event]:
-    """The ACK or DEAD events a killed worker had no time to write, from the backend's record.
+def settle_from_backend(
+    events: Sequence[Event], refs: Iterable[JobRef], backend: Backend
+) -> tuple[list[Event], int]:
+    """The history with each job's final event at the time the backend applied it.
 
-    Only jobs with no final event, whose backend record is final and whose handler
-    recorded its EFFECT (a job the backend calls succeeded that never ran stays lost).
+    A worker writes its ACK line after ``finish`` returns, which can be later than the
+    next job of the lane starting in another process; so the one accepted ACK (or DEAD)
+    of a job takes the backend's ``finished_at``. A final event the history lacks (the
+    worker was killed between the backend's commit and its line) is added when the
+    backend's record is final and, for a success, the handler recorded its EFFECT (a job
+    the backend calls succeeded that never ran stays lost); it carries the token and
+    worker of the job's last claim before ``finished_at``. Returns the events and how
+    many were added.
     """
-    final = {e.job_id for e in events if e.kind in (EventKind.ACK, EventKind.DEAD)}
-    effects = {e.job_id for e in events if e.kind is EventKind.EFFECT}
+    finals: dict[str, list[int]] = defaultdict(list)
+    effects: set[str] = set()
     claims: dict[str, list[Event]] = defaultdict(list)
-    for e in events:
-        if e.kind is EventKind.CLAIM:
+    for i, e in enumerate(events):
+        if e.kind in (EventKind.ACK, EventKind.DEAD):
+            finals[e.job_id].append(i)
+        elif e.kind is EventKind.EFFECT:
+            effects.add(e.job_id)
+        elif e.kind is EventKind.CLAIM:
             claims[e.job_id].append(e)
-    repairs: list[Event] = []
+    settled = list(events)
+    added: list[Event] = []
     for ref in refs:
-        if ref.job_id in final:
-            continue
         rec = backend.get_job(ref.job_id)
         if rec is None or rec.finished_at is None or rec.status not in (Status.SUCCEEDED, Status.DEAD):
             continue
-        if rec.status is Status.SUCCEEDED and ref.job_id not in effects:
+        at = finals[ref.job_id]
+        if len(at) == 1:
+            settled[at[0]] = replace(settled[at[0]], time=rec.finished_at)
+            continue
+        if at or (rec.status is Status.SUCCEEDED and ref.job_id not in effects):
             continue
         before = [c for c in claims[ref.job_id] if c.time <= rec.finished_at]
         last = max(before, key=lambda c: c.time) if before else None
         kind = EventKind.ACK if rec.status is Status.SUCCEEDED else EventKind.DEAD
-        repairs.append(Event(kind, ref.job_id, ref.lane, ref.seq, last.worker if last else "unrecorded",
-                             last.token if last else None, rec.finished_at, rec.attempts))  # fmt: skip
-    return repairs
+        added.append(Event(kind, ref.job_id, ref.lane, ref.seq, last.worker if last else "unrecorded",
+                           last.token if last else None, rec.finished_at, rec.attempts))  # fmt: skip
+    return settled + added, len(added)
 
 
 def find_orphans(events: Sequence[Event], kills: Sequence[tuple[str, float]]) -> list[Orphan]:
@@ -292,8 +313,13 @@ def _watch(app: App, cfg: RunConfig, workers: _Workers, total: int, console: Con
         bar = progress.add_task(f"{total} jobs over {cfg.lanes} lanes, {cfg.workers} workers", total=total)
         while (done := _finished(app)) < total and time.monotonic() < deadline:
             progress.update(bar, completed=done)
-            if kills_done < cfg.kills and time.monotonic() >= next_kill:
-                workers.kill_one()
+            due = total * (kills_done + 1) / (cfg.kills + 1)  # kills spread over the run's progress
+            if (
+                kills_done < cfg.kills
+                and done >= due
+                and time.monotonic() >= next_kill
+                and workers.kill_one()
+            ):
                 kills_done += 1
                 next_kill = time.monotonic() + cfg.kill_every_s
             time.sleep(0.1)

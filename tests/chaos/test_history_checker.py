@@ -116,8 +116,7 @@ def test_clean_history_with_parallel_lanes_is_ok() -> None:
         "dead": 0,
     }
     assert report.summary() == (
-        "4 jobs, 0 lost, 0 duplicated, 0 duplicate acks, 0 unexpected, 0 out of order,"
-        " 0 stale acks, 0 dead"
+        "4 jobs, 0 lost, 0 duplicated, 0 duplicate acks, 0 unexpected, 0 out of order, 0 stale acks, 0 dead"
     )
 
 

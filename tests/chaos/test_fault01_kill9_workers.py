@@ -1,0 +1,63 @@
+"""RELIABILITY fault 1: ``kill -9`` of random worker processes, each restarted.
+
+The run is ``laneway chaos`` itself (``laneway._demo.run``): producers send jobs over
+many lanes, worker processes run them (handlers 0-20 ms), and at evenly spaced points
+of the run's progress a random worker that holds work is killed with SIGKILL and
+restarted. Nothing hands a killed worker's
+jobs back early (no supervisor), so they come back through lease expiry and sweeping,
+which is what the re-lease bound measures.
+
+CI size: 2,000 jobs over 200 lanes, 4 workers, 6 kills. Soak (``LANEWAY_SOAK=1``):
+RELIABILITY's 20,000 jobs over 2,000 lanes, 30 kills.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+import pytest
+from rich.console import Console
+
+from laneway._demo import RunConfig, run
+
+from .conftest import PROCESS_BACKENDS, Chaos, Figures, size, timeout
+
+LEASE_S = 4.0
+SWEEP_S = 1.0
+
+
+@pytest.mark.parametrize("kind", PROCESS_BACKENDS)
+@timeout(150, 1800)
+def test_kill9_of_workers_loses_nothing_keeps_lane_order_and_re_leases_orphans_in_time(
+    kind: str, chaos_factory: Callable[[str], Chaos], figures: Figures
+) -> None:
+    target = chaos_factory(kind)
+    cfg = RunConfig(
+        url=target.url, namespace=target.namespace, jobs=size(2000, 20_000), lanes=size(200, 2000),
+        workers=4, concurrency=4, work_ms=10.0, kills=size(6, 30), kill_every_s=1.5,
+        lease_s=LEASE_S, sweep_s=SWEEP_S, timeout_s=size(100, 1500),
+    )  # fmt: skip
+    target.open()  # so the namespace is dropped at teardown
+
+    result = run(cfg, Console(file=io.StringIO()))
+
+    r = result.report
+    longest = result.max_release_s
+    figures(backend=kind, jobs=result.jobs, kills=result.kills, lost=len(r.lost),
+            duplicated=len(r.duplicated), order_violations=len(r.order_violations),
+            stale_acks=len(r.stale_acks), orphans=len(result.orphans), longest_release_s=longest,
+            acks_rebuilt=result.repaired, elapsed_s=round(result.elapsed_s, 1))  # fmt: skip
+    assert result.kills == cfg.kills, "the run ended before every kill was made"
+    assert r.jobs == result.jobs
+    assert r.lost == (), r.details()
+    assert r.order_violations == (), r.details()
+    assert r.stale_acks == () and r.duplicate_acks == (), r.details()
+    assert r.unexpected == (), r.details()
+    assert r.disallowed_duplicates == (), "a job ran twice without having been in flight on a killed worker"
+    assert result.orphans, "no kill caught a worker holding work: the run proves nothing about re-leasing"
+    never = [o for o in result.orphans if o.release_s is None]
+    assert not never, f"orphans never claimed again: {never[:5]}"
+    assert longest is not None and longest <= LEASE_S + 2 * SWEEP_S, (
+        f"an orphan waited {longest:.2f} s, over lease + 2 x sweep = {LEASE_S + 2 * SWEEP_S} s"
+    )
