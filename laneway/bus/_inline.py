@@ -1,9 +1,10 @@
 """Inline mode: run the handlers of this process's subscribers inside ``publish``.
 
 For tests and scripts. The publisher finds subscriptions among the apps of this
-process that subscribed and share its bus (same namespace, and the same backend
-object or the same non-memory URL), and calls each matching handler at once, in
-(app, key) order, with the copy it would have received. Nothing is stored, retries do
+process that subscribed and share its backend *object* (apps built with the same
+``backend=``, or on the same ``memory://`` URL and namespace, which share one store),
+and calls each matching handler at once, in (app, key) order, with the copy it would
+have received. Nothing is stored, retries do
 not apply, and a handler's exception propagates out of ``publish``.
 """
 
@@ -33,13 +34,7 @@ def remember(app: App) -> None:
 
 
 def _same_bus(a: App, b: App) -> bool:
-    if a is b:
-        return True
-    if a.namespace != b.namespace:
-        return False
-    if a.url == b.url and not a.url.startswith("memory:"):
-        return True
-    return a.backend is b.backend
+    return a is b or a.backend is b.backend
 
 
 def apps_on_bus(publisher: App) -> list[App]:

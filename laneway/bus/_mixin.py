@@ -81,6 +81,7 @@ class _BusState:
     router: Router | None = None
     log: deque[Event] | None = None
     worker_side: bool = False
+    fanout_shell: Task | None = None
 
 
 def _redelivered(rec: JobRecord | None) -> bool:
@@ -465,13 +466,21 @@ class BusMixin:
 
     def _bus_publish_driver(self, event: Event, opts: Options, connection: Any) -> None:
         app = self._bus_app()
-        task = app.tasks.get(C.FANOUT_TASK)
-        if task is None:
-            task = Task(app, self._bus_fanout_job, name=C.FANOUT_TASK, opts=Options(queue=C.DRIVER_QUEUE),
-                        hooks=Hooks(), backoff_s=app.backoff_s, backoff_max_s=app.backoff_max_s)  # fmt: skip
         self._bus_check_size(event)
-        news = app._prepare(task, [((event,), {})], opts.merge(queue=C.DRIVER_QUEUE))
+        news = app._prepare(self._bus_fanout_task(), [((event,), {})], opts.merge(queue=C.DRIVER_QUEUE))
         app.backend.enqueue(news, connection=connection)
+
+    def _bus_fanout_task(self) -> Task:
+        """The fan-out task: registered here if this app subscribes, else a placeholder."""
+        app = self._bus_app()
+        state = self._bus()
+        task = app.tasks.get(C.FANOUT_TASK) or state.fanout_shell
+        if task is None:
+            task = state.fanout_shell = Task(
+                app, self._bus_fanout_job, name=C.FANOUT_TASK, opts=Options(queue=C.DRIVER_QUEUE),
+                hooks=Hooks(), backoff_s=app.backoff_s, backoff_max_s=app.backoff_max_s,
+            )  # fmt: skip
+        return task
 
     def _bus_publish_inline(self, event: Event) -> None:
         targets: list[tuple[Subscription, Task]] = []
