@@ -13,7 +13,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 try:
     from starlette.applications import Starlette
@@ -45,6 +45,8 @@ RECENT_JOBS = 20
 PAGE_SIZE = 50
 THROUGHPUT_CACHE_S = 5.0
 MAX_BULK_RETRY = 10_000
+FLASH_COOKIE = "laneway_flash"
+FLASH_MAX_CHARS = 300
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -83,10 +85,10 @@ class Dashboard:
         if not cookie:
             cookie = fresh = new_csrf_cookie()
         here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        flash = request.query_params.get("flash")
+        flash = unquote(request.cookies.get(FLASH_COOKIE, ""))
         ctx = P.Ctx(
             csrf=self.security.csrf_token(cookie), read_only=self.security.read_only, here=here,
-            namespace=self.namespace, now=self.backend.now(), flash=flash[:300] if flash else None,
+            namespace=self.namespace, now=self.backend.now(), flash=flash[:FLASH_MAX_CHARS] or None,
             signed_in=SESSION_COOKIE in request.cookies and self.security.token is not None,
             refresh_s=self.refresh_s,
         )  # fmt: skip
@@ -99,6 +101,8 @@ class Dashboard:
         response = HTMLResponse(P.layout(ctx, title, build(ctx)), status_code=status)
         if fresh:
             _set_cookie(response, request, CSRF_COOKIE, fresh)
+        if FLASH_COOKIE in request.cookies:
+            response.delete_cookie(FLASH_COOKIE, path="/", httponly=True, samesite="strict")
         return response
 
     # --- pages -------------------------------------------------------------------------
@@ -218,7 +222,7 @@ class Dashboard:
                 return PlainTextResponse("this dashboard is read-only", status_code=403)
             message = await perform(request, form)
             self.throughput.clear()
-            return _redirect(_local(form.get("next")) or request.headers.get("referer") or "/", flash=message)
+            return _redirect(request, _local(form.get("next")) or "/", flash=message)
 
         return endpoint
 
@@ -270,7 +274,7 @@ class Dashboard:
         if not self.security.token_matches(form.get("token", "")):
             await asyncio.sleep(0.2)  # slows guessing down a little; the token's length does the rest
             return self.login_page(request, error="That token is not right.")
-        response = _redirect(_local(form.get("next")) or "/")
+        response = _redirect(request, _local(form.get("next")) or "/")
         _set_cookie(response, request, SESSION_COOKIE, self.security.session_value)
         return response
 
@@ -278,7 +282,7 @@ class Dashboard:
         _form, refusal = await self._checked_form(request)
         if refusal is not None:
             return refusal
-        response = _redirect("/login")
+        response = _redirect(request, "/login")
         response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
         return response
 
@@ -327,16 +331,14 @@ def _local(target: str | None) -> str | None:
     return target if not parts.scheme and not parts.netloc else None
 
 
-def _redirect(target: str, flash: str | None = None) -> Response:
+def _redirect(request: Request, target: str, flash: str | None = None) -> Response:
+    """A 303 to ``target``; ``flash`` rides in a short-lived cookie (never in the URL, so a
+    crafted link cannot put words on the page)."""
+    response = RedirectResponse(target, status_code=303)
     if flash:
-        path = target.split("#", maxsplit=1)[0]
-        params = [(k, v) for k, v in _query_pairs(path) if k != "flash"] + [("flash", flash)]
-        target = f"{path.split('?')[0]}?{urlencode(params)}"
-    return RedirectResponse(target, status_code=303)
-
-
-def _query_pairs(target: str) -> list[tuple[str, str]]:
-    return parse_qsl(urlsplit(target).query, keep_blank_values=True)
+        response.set_cookie(FLASH_COOKIE, quote(flash[:FLASH_MAX_CHARS]), max_age=60, path="/", httponly=True,
+                            samesite="strict", secure=request.url.scheme == "https")  # fmt: skip
+    return response
 
 
 def _set_cookie(response: Response, request: Request, name: str, value: str) -> None:

@@ -47,11 +47,6 @@
       label();
     });
   }
-  if (window.location.search.indexOf("flash=") >= 0 && window.history.replaceState) {
-    var clean = new URL(window.location.href);
-    clean.searchParams.delete("flash");
-    window.history.replaceState(null, "", clean.toString());
-  }
   label();
   if (seconds > 0) window.setInterval(refresh, seconds * 1000);
 })();
