@@ -1,0 +1,368 @@
+"""Worker and producer PROCESSES sharing one SQLite file, with and without ``kill -9``.
+
+RELIABILITY.md faults 1 and 3 on SQLite: every lane runs in send order, nothing is lost,
+duplicates happen only for work in flight on a killed worker, and an acknowledged
+enqueue survives its producer being killed in the middle of the next transaction.
+
+This module is also the children's entry point::
+
+    python -m tests.backends.test_sqlite_processes worker URL NS HISTORY CONCURRENCY LEASE_S WORK_MS BURST
+    python -m tests.backends.test_sqlite_processes zygote URL NS ACKS_DIR
+
+How acks are timed: a worker records an ACK line after ``finish`` returns, which can be
+later than the next job of the lane starting in another process (a false order
+violation), and a ``kill -9`` between the commit and that line would lose the ACK (a
+false "lost"). So every accepted ACK takes the backend's own time of the ack, the job's
+``finished_at`` read back from the file; an ACK whose line died with its process is
+rebuilt from the file (worker = the job's ``worker`` column, token = that worker's last
+recorded claim of the job), and the test reports how many were rebuilt.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import laneway
+from laneway._codec import decode_call
+from laneway._history import Event, EventKind, HistoryRecorder, Report, check_history, load_history
+from laneway._records import JobRecord, Outcome, Verdict
+from laneway.backends.sqlite import SQLiteBackend
+
+from .test_sqlite_model import check_invariants
+
+ROOT = Path(__file__).resolve().parents[2]
+SOAK = os.environ.get("LANEWAY_SOAK") == "1"
+QUEUE = "q"
+TASK = "step"
+
+
+# --- the children --------------------------------------------------------------------------------
+
+
+class HistoryListener:
+    """Records CLAIM and ACK / ACK_REFUSED / NACK lines for one worker process."""
+
+    def __init__(self, recorder: HistoryRecorder) -> None:
+        self.recorder = recorder
+        self.known: dict[str, tuple[str | None, int]] = {}
+
+    def on_claim(self, records: Sequence[JobRecord]) -> None:
+        for rec in records:
+            lane, seq = rec.lane, int(decode_call(rec.payload).args[1])
+            self.known[rec.id] = (lane, seq)
+            self.recorder.record(EventKind.CLAIM, rec.id, lane, seq, token=rec.token, attempt=rec.attempts)
+
+    def on_finish(self, outcome: Outcome, accepted: bool) -> None:
+        lane, seq = self.known.pop(outcome.job_id, (None, -1))
+        if outcome.verdict is Verdict.SUCCEEDED:
+            kind = EventKind.ACK if accepted else EventKind.ACK_REFUSED
+        else:
+            kind = EventKind.NACK
+        self.recorder.record(kind, outcome.job_id, lane, seq, token=outcome.token)
+
+
+def run_worker(
+    url: str, ns: str, history: str, concurrency: int, lease_s: float, work_ms: float, burst: bool
+) -> None:
+    app = laneway.App(url, namespace=ns, lease_s=lease_s)
+    worker = app.worker(QUEUE, concurrency=concurrency, heartbeat_s=lease_s / 4, sweep_s=0.25,
+                        idle_wait_s=0.2, grace_s=2)  # fmt: skip
+    recorder = HistoryRecorder(history, worker=worker.id)
+    worker.listeners.append(HistoryListener(recorder))
+
+    @app.task(name=TASK, queue=QUEUE, max_attempts=1000)
+    def step(lane: str, seq: int) -> None:
+        job = laneway.current_job()
+        assert job is not None and job.record is not None
+        recorder.record(
+            EventKind.START, job.id, lane, seq, token=job.record.token, attempt=job.record.attempts
+        )
+        if work_ms:
+            time.sleep(random.uniform(0, work_ms) / 1000)
+        recorder.record(EventKind.EFFECT, job.id, lane, seq, token=job.record.token)
+
+    worker.run(burst=burst)
+    recorder.close()
+    app.close()
+
+
+def run_producer(url: str, ns: str, seed: int, acks: str) -> None:
+    """Enqueue batches forever, appending each id to ``acks`` only after its batch committed
+    (one unbuffered write per batch: a kill tears at most the last line).
+
+    Even seeds use ``enqueue_many`` (the backend's own short transaction); odd seeds open
+    ``backend.transaction()`` and enqueue the batch one job at a time with
+    ``connection=``, so they spend most of their life inside an open transaction.
+    """
+    rng = random.Random(seed)
+    backend = SQLiteBackend(url, namespace=ns)
+    app = laneway.App(backend=backend)
+
+    @app.task(name=TASK, queue=QUEUE)
+    def step(lane: str, seq: int, pad: str) -> None: ...
+
+    fd = os.open(acks, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    n = 0
+    while True:
+        calls = [((f"p{seed}-{rng.randrange(20)}", n + i, "x" * rng.randrange(400)), {}) for i in range(25)]
+        opts: dict[str, object] = {"lane": calls[0][0][0]}
+        if rng.random() < 0.2:
+            opts["delay"] = 3600
+        if rng.random() < 0.2:
+            opts["unique"] = f"u{seed}-{rng.randrange(5)}"
+        bound = step.options(**opts)
+        if seed % 2 == 0:
+            jobs = bound.enqueue_many(calls)
+        else:
+            with backend.transaction() as conn:
+                jobs = [bound.enqueue(*args, connection=conn) for args, _ in calls]
+        n += len(calls)
+        os.write(fd, "".join(f"{job.id}\n" for job in jobs).encode())
+
+
+def run_zygote(url: str, ns: str, acks_dir: str) -> None:
+    """Fork producers on request, so 50 of them cost 50 forks, not 50 interpreter starts.
+
+    Commands on stdin: ``start SEED`` (answers the pid once the producer is running) and
+    ``kill PID`` (SIGKILL, reap, answer ``killed PID``).
+    """
+    for line in sys.stdin:
+        command, arg = line.split()
+        if command == "start":
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    run_producer(url, ns, int(arg), os.path.join(acks_dir, f"{arg}.acks"))
+                finally:
+                    os._exit(1)
+            print(pid, flush=True)
+        else:
+            os.kill(int(arg), signal.SIGKILL)
+            _, status = os.waitpid(int(arg), 0)
+            print("killed", int(arg), os.waitstatus_to_exitcode(status), flush=True)
+
+
+def _main(argv: list[str]) -> None:
+    role, url, ns = argv[:3]
+    if role == "worker":
+        history, concurrency, lease_s, work_ms, burst = argv[3:8]
+        run_worker(url, ns, history, int(concurrency), float(lease_s), float(work_ms), burst == "1")
+    elif role == "zygote":
+        run_zygote(url, ns, argv[3])
+    else:
+        raise SystemExit(f"unknown role {role!r}")
+
+
+def spawn(
+    *args: object, stdout: int | None = subprocess.DEVNULL, stdin: int | None = None
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.backends.test_sqlite_processes", *map(str, args)],
+        cwd=ROOT, stdin=stdin, stdout=stdout, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def wait_for_file(path: Path, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not (path.exists() and path.stat().st_size > 0):
+        assert time.monotonic() < deadline, f"{path} never got a line"
+        time.sleep(0.002)
+
+
+# --- the parent's helpers ----------------------------------------------------------------------
+
+
+def enqueue_lanes(url: str, ns: str, lanes: int, per_lane: int) -> list[tuple[str, str | None, int]]:
+    """Enqueue ``per_lane`` jobs on each of ``lanes`` lanes, interleaved, in one transaction;
+    returns every job's (id, lane, seq)."""
+    backend = SQLiteBackend(url, namespace=ns, synchronous="NORMAL")
+    app = laneway.App(backend=backend)
+
+    @app.task(name=TASK, queue=QUEUE)
+    def step(lane: str, seq: int) -> None: ...
+
+    expected: list[tuple[str, str | None, int]] = []
+    try:
+        with backend.transaction() as conn:
+            for seq in range(per_lane):
+                for i in range(lanes):
+                    job = step.options(lane=f"lane{i}").enqueue(f"lane{i}", seq, connection=conn)
+                    expected.append((job.id, f"lane{i}", seq))
+    finally:
+        backend.close()
+    return expected
+
+
+def judge(
+    history: Path, db: Path, ns: str, expected: list[tuple[str, str | None, int]], **kw: object
+) -> Report:
+    """Check the recorded history, acks timed by the backend (see the module docstring)."""
+    with sqlite3.connect(db) as conn:
+        done = {
+            row[0]: (row[1], row[2])
+            for row in conn.execute(
+                f'SELECT id, finished_at, worker FROM "{ns}_jobs" WHERE status = ?', ("succeeded",)
+            )
+        }
+    conn.close()
+    events: list[Event] = []
+    acked: set[str] = set()
+    last_claim: dict[tuple[str, str], int | None] = {}
+    for recorded in load_history(history):
+        event = recorded
+        if event.kind is EventKind.CLAIM:
+            last_claim[(event.job_id, event.worker)] = event.token
+        if event.kind is EventKind.ACK and event.job_id in done:
+            event = replace(event, time=done[event.job_id][0])
+            acked.add(event.job_id)
+        events.append(event)
+    rebuilt = 0
+    for job_id, lane, seq in expected:
+        if job_id in done and job_id not in acked:
+            finished_at, worker = done[job_id]
+            token = last_claim.get((job_id, worker))
+            events.append(Event(EventKind.ACK, job_id, lane, seq, worker, token, finished_at))
+            rebuilt += 1
+    print(f"{len(events)} events, {rebuilt} ACK lines rebuilt from the file")
+    return check_history(events, expected=expected, **kw)  # type: ignore[arg-type]
+
+
+def succeeded(backend: SQLiteBackend) -> int:
+    return sum(s.succeeded for s in backend.stats())
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]], grace_s: float = 10) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for p in procs:
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+# --- the tests ---------------------------------------------------------------------------------
+
+
+def test_four_worker_processes_drain_2000_laned_jobs_in_order_without_loss_or_duplicates(
+    tmp_path: Path,
+) -> None:
+    db, history, ns = tmp_path / "laneway.db", tmp_path / "history", "procs"
+    url = f"sqlite:///{db}"
+    expected = enqueue_lanes(url, ns, lanes=200, per_lane=10)
+    workers = [spawn("worker", url, ns, history, 4, 30, 1, 1) for _ in range(4)]
+    try:
+        for p in workers:
+            assert p.wait(120) == 0
+    finally:
+        stop_all(workers)
+    report = judge(history, db, ns, expected, allow_duplicates_for=set())
+    assert report.ok, report.details()
+    claimers = {e.worker for e in load_history(history) if e.kind is EventKind.CLAIM}
+    assert len(claimers) == 4, "every process took part"
+    assert check_invariants(db, ns) == []
+
+
+def test_acknowledged_enqueues_survive_kill_9_of_producers_mid_transaction(tmp_path: Path) -> None:
+    """50 producer processes (five at a time, competing for the write lock) are killed at
+    random moments while they enqueue batches; every id a producer wrote down after its
+    commit is in the file, and the file is intact."""
+    db, ns, acks = tmp_path / "laneway.db", "crash", tmp_path / "acks"
+    url = f"sqlite:///{db}"
+    acks.mkdir()
+    SQLiteBackend(url, namespace=ns).close()
+    zygote = spawn("zygote", url, ns, acks, stdout=subprocess.PIPE, stdin=subprocess.PIPE)
+    assert zygote.stdin is not None and zygote.stdout is not None
+    rng = random.Random(4)
+
+    def ask(command: str) -> str:
+        assert zygote.stdin is not None and zygote.stdout is not None
+        zygote.stdin.write(f"{command}\n".encode())
+        zygote.stdin.flush()
+        return zygote.stdout.readline().decode().strip()
+
+    try:
+        for round_ in range(10):
+            seeds = range(5 * round_, 5 * round_ + 5)
+            pids = [int(ask(f"start {seed}")) for seed in seeds]
+            for seed in seeds:  # every producer is past its first commit: kills land mid-stream
+                wait_for_file(acks / f"{seed}.acks")
+            for pid in pids:
+                time.sleep(rng.uniform(0.005, 0.06))
+                assert ask(f"kill {pid}") == f"killed {pid} -9"
+    finally:
+        zygote.stdin.close()
+        zygote.wait(10)
+        zygote.stdout.close()
+    acknowledged: set[str] = set()
+    for path in acks.iterdir():
+        acknowledged.update(
+            line.decode() for line in path.read_bytes().split(b"\n")[:-1]
+        )  # the last may be torn
+    assert len(acknowledged) > 1000, "the producers got far enough to be killed mid-stream"
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        stored = {row[0] for row in conn.execute(f'SELECT id FROM "{ns}_jobs"')}
+    finally:
+        conn.close()
+    assert acknowledged - stored == set()
+    assert check_invariants(db, ns) == []
+
+
+def test_kill_9_of_random_worker_processes_loses_nothing_and_keeps_every_lane_in_order(
+    tmp_path: Path,
+) -> None:
+    """RELIABILITY fault 1 at CI size (``LANEWAY_SOAK=1``: 20,000 jobs, 6 workers, 30 kills)."""
+    n_jobs, n_workers, kills, work_ms = (20_000, 6, 30, 20) if SOAK else (5_000, 4, 10, 2)
+    db, history, ns = tmp_path / "laneway.db", tmp_path / "history", "chaos"
+    url = f"sqlite:///{db}"
+    expected = enqueue_lanes(url, ns, lanes=n_jobs // 10, per_lane=10)
+    rng = random.Random(1)
+    args = ("worker", url, ns, history, 4, 2.0, work_ms, 0)
+    workers = [spawn(*args) for _ in range(n_workers)]
+    started = [time.monotonic()] * n_workers
+    backend = SQLiteBackend(url, namespace=ns)
+    deadline = time.monotonic() + (600 if SOAK else 55)
+    killed = 0
+    try:
+        while time.monotonic() < deadline and succeeded(backend) < n_jobs:
+            time.sleep(rng.uniform(0.3, 0.9))
+            # A victim that has been up for a while holds work (a fresh one may still be importing).
+            grown = [i for i in range(n_workers) if time.monotonic() - started[i] > 1.0]
+            if killed < kills and grown:
+                victim = rng.choice(grown)
+                workers[victim].send_signal(signal.SIGKILL)
+                workers[victim].wait()
+                workers[victim] = spawn(*args)
+                started[victim] = time.monotonic()
+                killed += 1
+    finally:
+        stop_all(workers)
+        backend.close()
+    assert killed == kills
+    report = judge(history, db, ns, expected)
+    assert report.ok, report.details()
+    conn = sqlite3.connect(db)
+    try:
+        redelivered = conn.execute(f'SELECT count(*) FROM "{ns}_jobs" WHERE attempts > 1').fetchone()[0]
+    finally:
+        conn.close()
+    assert redelivered > 0, "some kill hit work in flight (else this test proved little)"
+    assert check_invariants(db, ns) == []
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])
