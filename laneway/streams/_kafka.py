@@ -71,7 +71,7 @@ class KafkaStreamConsumer:
         config: librdkafka consumer configuration; needs ``bootstrap.servers`` and
             ``group.id``.
         workers: Worker threads (parallelism across keys).
-        max_in_flight: Unfinished messages before fetching pauses.
+        max_in_flight: Most unfinished messages inside the processor (global, all keys).
         error_policy: What to do with failing messages (default: 3 retries, then stop).
         key: Maps a message to its ordering key.
         on_error: Called with ``(record, exception)`` after each failed attempt.

@@ -272,7 +272,7 @@ class KeyedProcessor(Generic[K, T, P]):
             result = self._work(job.item)
             if self._on_done is not None:
                 self._on_done(job.record(), result)
-        except Exception as exc:  # noqa: BLE001 - a failing item goes to the error policy
+        except BaseException as exc:  # noqa: BLE001 - even SystemExit must not strand the key
             self._fail(job, exc)
             return
         with self._lock:
@@ -281,7 +281,7 @@ class KeyedProcessor(Generic[K, T, P]):
         if ack is not None:
             self._deliver(ack)
 
-    def _fail(self, job: Job[K, T, P], exc: Exception) -> None:
+    def _fail(self, job: Job[K, T, P], exc: BaseException) -> None:
         if self._on_error is not None:
             try:
                 self._on_error(job.record(), exc)
@@ -289,12 +289,13 @@ class KeyedProcessor(Generic[K, T, P]):
                 logger.exception("on_error callback raised; ignoring")
         with self._lock:
             action, ack = self._core.fail(job, exc, time.monotonic())
-            if action is Action.SKIP:
-                self._finished()
-            elif action is Action.STOP:
+            if action is Action.STOP:
                 logger.error("stopping: %s", self._stopped_error())
-                self._space.notify_all()
-                self._progress.notify_all()
+            # Failures are rare: wake everyone (idle workers re-arm their retry timers,
+            # flush/submit waiters re-check for a stop or freed capacity).
+            self._work_ready.notify_all()
+            self._space.notify_all()
+            self._progress.notify_all()
         if ack is not None:
             self._deliver(ack)
 

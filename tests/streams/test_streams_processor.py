@@ -410,3 +410,18 @@ def test_error_policy_backoff_grows_and_is_capped() -> None:
     assert decisions[5][0].value == "skip"
     with pytest.raises(ValueError):
         ErrorPolicy(retries=-1)
+
+
+def test_work_raising_system_exit_fails_the_item_without_killing_the_worker() -> None:
+    def work(item: int) -> None:
+        if item == 0:
+            raise SystemExit(3)
+
+    acks = Acks()
+    with KeyedProcessor(work, acks, workers=1, error_policy=ErrorPolicy.skip()) as processor:
+        processor.submit("a", 0, "p", 0)
+        processor.submit("a", 1, "p", 1)
+        assert processor.flush(5)
+        stats = processor.stats()
+    assert (stats.skipped, stats.done) == (1, 1)
+    assert acks.last("p") == 1
