@@ -1,4 +1,5 @@
-"""A private three-master Redis Cluster for the tests, started once per test process.
+"""Private Redis servers for the tests: a three-master cluster started once per test
+process, and single servers a test starts and stops itself.
 
 ``cluster_url()`` starts three ``redis-server --cluster-enabled yes`` processes on free
 loopback ports (in a temporary directory, no persistence), joins them with
@@ -6,6 +7,9 @@ loopback ports (in a temporary directory, no persistence), joins them with
 ``redis+cluster://127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3``. The servers are stopped by
 their PIDs when the process exits. ``LANEWAY_TEST_REDIS_CLUSTER`` names an existing
 cluster instead.
+
+``RedisServer`` is one private ``redis-server`` (for tests that restart it, flush its
+script cache, fill it with millions of keys or speak TLS to it).
 """
 
 from __future__ import annotations
@@ -64,10 +68,10 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _free_ports(count: int) -> list[int]:
+def _free_ports(count: int, first: int = 17101) -> list[int]:
     """Ports p with p and the cluster bus port p + 10000 both free."""
     ports: list[int] = []
-    candidate = 17101
+    candidate = first
     while len(ports) < count and candidate < 20000:
         if _port_free(candidate) and _port_free(candidate + 10000):
             ports.append(candidate)
@@ -160,3 +164,47 @@ def cluster_url() -> str:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message)
     pytest.skip(message)
+
+
+class RedisServer:
+    """One private ``redis-server`` on a free loopback port, without persistence.
+
+    Args:
+        extra: more ``redis-server`` arguments (e.g. TLS settings).
+        tls: the server listens with TLS only (``extra`` must name the certificates).
+    """
+
+    def __init__(self, *extra: str, tls: bool = False) -> None:
+        if shutil.which("redis-server") is None:
+            pytest.skip("redis-server is not on PATH")
+        self.port = _free_ports(1, first=17201)[0]
+        self.workdir = tempfile.mkdtemp(prefix="laneway-redis-")
+        self.extra = list(extra)
+        self.tls = tls
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        listen = ["--port", "0", "--tls-port", str(self.port)] if self.tls else ["--port", str(self.port)]
+        cmd = ["redis-server", *listen, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+               "--dir", self.workdir, "--daemonize", "no", *self.extra]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_for(self._listening, f"redis-server on port {self.port}")
+
+    def _listening(self) -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
