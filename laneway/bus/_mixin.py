@@ -197,7 +197,7 @@ class BusMixin:
         """
         name = self._bus_require_name("subscribe")
         built = Matcher.build(matcher)
-        target_queue = check_name(queue, "queue") if queue is not None else f"{name}_default"
+        target_queue = check_name(queue if queue is not None else f"{name}_default", "queue")
         if key is not None and (not isinstance(key, str) or not key):
             raise ConfigError(f"a subscription key must be a non-empty string, not {key!r}")
 
@@ -227,7 +227,7 @@ class BusMixin:
                     q = spec.queue or queue
                     target = self._bus_add(
                         Matcher.build(spec.matcher), target,
-                        check_name(q, "queue") if q else f"{name}_default", spec.key, options,
+                        check_name(q or f"{name}_default", "queue"), spec.key, options,
                     )  # fmt: skip
                     options = {}
             return klass
