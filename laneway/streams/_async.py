@@ -110,8 +110,13 @@ class AsyncKeyedProcessor(Generic[K, T, P]):
         Same contract as :meth:`KeyedProcessor.submit`: returns False for a duplicate offset,
         raises ``TimeoutError``, ``ProcessorStoppedError`` or ``ProcessorClosedError``.
         """
-        if not await self._wait_until(self._can_submit, timeout):
-            raise TimeoutError(f"no capacity within {timeout} s")
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        # Re-check after every wake-up: another submitter may have taken the freed slot.
+        while not self._can_submit():
+            remaining = None if deadline is None else max(deadline - loop.time(), 0.0)
+            if remaining == 0.0 or not await self._wait_until(self._can_submit, remaining):
+                raise TimeoutError(f"no capacity within {timeout} s")
         self._raise_if_unusable()
         accepted, _ = self._core.add(key, item, partition, offset)
         self._pump()

@@ -170,3 +170,30 @@ def test_async_close_rejects_later_submits() -> None:
             await processor.submit("a", 1, "p", 1)
 
     asyncio.run(main())
+
+
+def test_async_concurrent_submitters_never_exceed_max_in_flight() -> None:
+    peak = 0
+
+    async def work(item: int) -> None:
+        await asyncio.sleep(0.001)
+
+    async def main() -> None:
+        nonlocal peak
+        processor: AsyncKeyedProcessor[str, int, int] = AsyncKeyedProcessor(
+            work, lambda p, o: None, max_in_flight=3
+        )
+
+        async def submitter(partition: int) -> None:
+            nonlocal peak
+            for offset in range(20):
+                await processor.submit(f"k{partition}", offset, partition, offset, timeout=5)
+                peak = max(peak, processor.in_flight)
+
+        await asyncio.gather(*(submitter(p) for p in range(10)))
+        assert await processor.flush(5)
+        assert processor.stats().done == 200
+        await processor.close()
+
+    asyncio.run(main())
+    assert peak == 3
