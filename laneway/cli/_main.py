@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..dashboard._cli import dashboard_command
 from ._bench import bench_command
 from ._demo import chaos_command, demo_command
 from ._ops import dead_group, jobs_group, migrate_command, stats_command
@@ -23,6 +24,7 @@ cli.add_command(dead_group)
 cli.add_command(migrate_command)
 cli.add_command(demo_command)
 cli.add_command(chaos_command)
+cli.add_command(dashboard_command)
 
 
 def main() -> None:

@@ -33,6 +33,10 @@ from ._common import load_app
 )
 @click.option("--burst", is_flag=True, help="Exit once nothing is due and nothing is running.")
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option(
+    "--metrics-port", type=int, default=None, help="Serve Prometheus metrics from this port (-p N: N ports)."
+)
+@click.option("--metrics-addr", default="127.0.0.1", show_default=True, help="Address of the metrics server.")
 @click.option("--child", is_flag=True, hidden=True)
 @click.option("--worker-id", default=None, hidden=True)
 def worker_command(
@@ -45,6 +49,8 @@ def worker_command(
     grace_s: float,
     burst: bool,
     log_level: str,
+    metrics_port: int | None,
+    metrics_addr: str,
     child: bool,
     worker_id: str | None,
 ) -> None:
@@ -57,6 +63,11 @@ def worker_command(
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = load_app(app_ref)
     if child or burst:
+        if metrics_port is not None:
+            from .._metrics import instrument, start_metrics_server
+
+            instrument(app)
+            start_metrics_server(metrics_port, metrics_addr, tries=processes)
         w = Worker(
             app,
             queues,
@@ -84,4 +95,6 @@ def worker_command(
     ]
     if lease_s is not None:
         args += ["--lease", str(lease_s)]
+    if metrics_port is not None:
+        args += ["--metrics-port", str(metrics_port), "--metrics-addr", metrics_addr, "-p", str(processes)]
     raise SystemExit(Supervisor(app, args, processes, grace_s).run())

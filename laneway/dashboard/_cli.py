@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..cli._common import backend_options, open_app
+from .._constants import DEFAULT_NAMESPACE, DEFAULT_URL, URL_ENV
 from ._net import is_loopback
 
 TOKEN_ENV = "LANEWAY_DASHBOARD_TOKEN"
@@ -12,7 +12,9 @@ SHORT_TOKEN_CHARS = 16
 
 
 @click.command("dashboard")
-@backend_options
+@click.option("--url", "-u", envvar=URL_ENV, default=DEFAULT_URL, show_default=True,
+              help=f"Backend URL (or ${URL_ENV}).")  # fmt: skip
+@click.option("--namespace", "-n", default=DEFAULT_NAMESPACE, show_default=True, help="Namespace of the app.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port to bind.")
 @click.option("--token", envvar=TOKEN_ENV, default=None,
@@ -44,6 +46,8 @@ def dashboard_command(
     if token is not None and len(token) < SHORT_TOKEN_CHARS:
         click.echo(f"warning: the token is shorter than {SHORT_TOKEN_CHARS} characters; use a long random one "
                    '(python -c "import secrets; print(secrets.token_urlsafe(32))")', err=True)  # fmt: skip
+    from ..cli._common import open_app  # here: laneway.cli imports this module
+
     try:
         import uvicorn
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import signal
+import subprocess
+import sys
+import time
 import urllib.request
 
 import pytest
@@ -12,6 +17,8 @@ from laneway._metrics import BackendCollector, instrument, start_metrics_server
 from laneway._records import JobRecord, Outcome, Status, Verdict
 from laneway.backends.memory import MemoryBackend
 from laneway.testing import Clock, memory_app
+
+from .live import free_port
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -179,3 +186,60 @@ def test_metrics_server_moves_to_the_next_port_when_one_is_taken(registry):
             start_metrics_server(first.port, registry=registry, tries=1)
     finally:
         first.close()
+
+
+APP_MODULE = """
+import laneway
+
+app = laneway.App({url!r}, namespace="metrics")
+
+
+@app.task(name="work")
+def work(i: int) -> int:
+    return i
+"""
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+        return resp.read().decode()
+
+
+def succeeded_in(text: str) -> float:
+    found = re.search(r'laneway_jobs_succeeded_total\{queue="default",task="work"\} ([0-9.]+)', text)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_worker_command_serves_the_metrics_of_each_process_on_its_own_port(tmp_path):
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    (tmp_path / "metrics_app.py").write_text(APP_MODULE.format(url=url))
+    producer = laneway.App(url, namespace="metrics")
+    for i in range(20):
+        producer.send_task("work", [i])
+    producer.close()
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "laneway", "worker", "metrics_app:app", "-p", "2", "-c", "2",
+         "--metrics-port", str(port), "--log-level", "WARNING"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        total = 0.0
+        while time.monotonic() < deadline:
+            texts = []
+            for p in (port, port + 1):
+                try:
+                    texts.append(scrape(p))
+                except OSError:
+                    pass
+            total = sum(succeeded_in(t) for t in texts)
+            if len(texts) == 2 and total == 20:
+                break
+            time.sleep(0.2)
+        assert len(texts) == 2, "both worker processes serve metrics"
+        assert total == 20
+        assert "laneway_queue_depth" in texts[0]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)

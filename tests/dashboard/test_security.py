@@ -290,3 +290,12 @@ def test_cli_binds_loopback_without_a_token_and_warns_about_short_tokens(served)
 
     assert plain.exit_code == 0 and served[0]["host"] == "127.0.0.1"
     assert short.exit_code == 0 and "shorter than 16" in short.output and "(read-only)" in short.output
+
+
+def test_the_laneway_command_offers_the_dashboard(served):
+    from laneway.cli import cli
+
+    result = CliRunner().invoke(cli, ["dashboard", "--url", "memory://", "--port", "8181"])
+
+    assert result.exit_code == 0, result.output
+    assert served[0]["port"] == 8181

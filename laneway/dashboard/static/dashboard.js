@@ -28,7 +28,11 @@
         var doc = new DOMParser().parseFromString(text, "text/html");
         var fresh = doc.getElementById("main");
         var main = document.getElementById("main");
-        if (fresh && main) main.innerHTML = fresh.innerHTML;
+        if (!fresh || !main) return;
+        var flash = main.querySelector("p.flash");
+        main.innerHTML = fresh.innerHTML;
+        // an action's message is sent once; keep it on screen until the next navigation
+        if (flash && !main.querySelector("p.flash")) main.insertBefore(flash, main.firstChild);
       })
       .catch(function () { /* the server may be restarting: try again next tick */ })
       .then(function () { busy = false; });
