@@ -218,7 +218,7 @@ class Subscription:
     queue: str
     task: str
     matcher: str
-    """The stored matcher, as compact JSON."""
+    """The matcher's label (``laneway.bus``), or its stored JSON."""
     written_at: float | None
 
 
@@ -258,13 +258,29 @@ def _parse_entry(value: bytes) -> list[Subscription] | None:
                 str(s["key"]),
                 str(s["queue"]),
                 str(s["task"]),
-                json.dumps(s.get("matcher"), separators=(",", ":"), sort_keys=True),
+                _matcher_label(app, s),
                 None if written is None else float(written),
             )
             for s in doc["subscriptions"]
         ]
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def _matcher_label(app: str, stored: dict[str, object]) -> str:
+    """The matcher as ``laneway.bus`` shows it, or its stored JSON if the bus cannot read it."""
+    try:
+        from ..bus import Subscription as BusSubscription
+
+        return str(BusSubscription.from_json(app, stored).matcher.label)
+    except (
+        ImportError,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+    ):  # another layout: show it as stored
+        return json.dumps(stored.get("matcher"), separators=(",", ":"), sort_keys=True)
 
 
 def _meta_text(value: bytes) -> str:

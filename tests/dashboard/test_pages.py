@@ -256,8 +256,24 @@ def test_bus_page_lists_stored_subscriptions_and_raw_values(shop, client):
 
     html = client.get("/bus").text
 
-    assert "billing.on_user" in html and "user_created" in html
+    assert "billing.on_user" in html and "<code>user_created</code>" in html
     assert "bus:other" in html and "&lt;not json&gt;" in html
+
+
+def test_bus_page_shows_what_a_subscribing_worker_stored(client_for):
+    from laneway.testing import memory_app
+
+    billing = memory_app(name="billing")
+
+    @billing.subscribe({"bus_event_type": "user_paid", "plan": "pro"}, queue="critical", name="paid")
+    def on_paid(event: dict) -> None: ...
+
+    billing.worker(idle_wait_s=0.01).run(burst=True)
+    html = client_for(create_app(billing)).get("/bus").text
+
+    assert "<td>billing</td>" in html
+    assert 'href="/queues/critical"' in html
+    assert "bus_event_type=user_paid,plan=pro" in html
 
 
 def test_bus_page_says_when_nothing_is_subscribed(client):
