@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..bus._cli import bus_group
 from ..dashboard._cli import dashboard_command
 from ._bench import bench_command
 from ._demo import chaos_command, demo_command
@@ -33,3 +34,4 @@ def main() -> None:
 
 
 cli.add_command(bench_command)
+cli.add_command(bus_group)
