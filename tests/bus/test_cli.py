@@ -69,3 +69,10 @@ def test_bus_unsubscribe_of_an_unknown_key_fails_clearly(url: str) -> None:
 def test_bus_list_on_an_empty_registry_says_how_it_fills(tmp_path: Path) -> None:
     out = run("list", "--url", f"sqlite:///{tmp_path / 'empty.db'}")
     assert "stored when a subscriber's worker starts" in out
+
+
+def test_bus_commands_are_part_of_the_laneway_command(url: str) -> None:
+    from laneway.cli import cli
+
+    result = CliRunner().invoke(cli, ["bus", "list", "--url", url, "--json"], catch_exceptions=False)
+    assert result.exit_code == 0 and {e["app"] for e in json.loads(result.output)} == {"billing", "mail"}
