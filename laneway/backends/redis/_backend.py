@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from redis.exceptions import ResponseError
@@ -350,15 +350,12 @@ class RedisCore(Inspect, Backend):
     def drop_namespace(self) -> None:
         """Delete every key of this namespace (SCAN + UNLINK; for tests and teardown)."""
         batch: list[Command] = []
-        for key in self._scan_namespace():
+        for key in self.link.scan(self.layout.pattern):
             batch.append(("UNLINK", key))
             if len(batch) >= _UNLINK_CHUNK:
                 self.link.pipeline(batch)
                 batch = []
         self.link.pipeline(batch)
-
-    def _scan_namespace(self) -> Iterator[bytes]:
-        return iter(list(self.link.scan(self.layout.pattern)))
 
     def close(self) -> None:
         self.link.close()
