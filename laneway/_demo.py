@@ -243,25 +243,35 @@ def settle_from_backend(
 
     A worker writes its ACK line after ``finish`` returns, which can be later than the
     next job of the lane starting in another process; so the one accepted ACK (or DEAD)
-    of a job takes the backend's ``finished_at``. A final event the history lacks (the
-    worker was killed between the backend's commit and its line) is added when the
-    backend's record is final and, for a success, the handler recorded its EFFECT (a job
-    the backend calls succeeded that never ran stays lost); it carries the token and
-    worker of the job's last claim before ``finished_at``. Returns the events and how
-    many were added.
+    of a job takes the backend's ``finished_at``. A final event the history lacks is
+    rebuilt when the backend's record is final, at ``finished_at``:
+
+    - a success whose ack the worker recorded as refused because ``finish`` raised (the
+      connection died after the backend committed) becomes that ACK, when it carries the
+      token of the job's last claim before ``finished_at`` (fencing accepts no other);
+    - otherwise (the worker was killed between the commit and its line, or a sweep sent
+      the job dead) the event is added with the token and worker of that last claim,
+      provided, for a success, that the handler recorded its EFFECT: a job the backend
+      calls succeeded that never ran stays lost.
+
+    Returns the events and how many final events were rebuilt.
     """
     finals: dict[str, list[int]] = defaultdict(list)
+    refused: dict[str, list[int]] = defaultdict(list)
     effects: set[str] = set()
     claims: dict[str, list[Event]] = defaultdict(list)
     for i, e in enumerate(events):
         if e.kind in (EventKind.ACK, EventKind.DEAD):
             finals[e.job_id].append(i)
+        elif e.kind is EventKind.ACK_REFUSED:
+            refused[e.job_id].append(i)
         elif e.kind is EventKind.EFFECT:
             effects.add(e.job_id)
         elif e.kind is EventKind.CLAIM:
             claims[e.job_id].append(e)
     settled = list(events)
     added: list[Event] = []
+    rebuilt = 0
     for ref in refs:
         rec = backend.get_job(ref.job_id)
         if rec is None or rec.finished_at is None or rec.status not in (Status.SUCCEEDED, Status.DEAD):
@@ -274,10 +284,16 @@ def settle_from_backend(
             continue
         before = [c for c in claims[ref.job_id] if c.time <= rec.finished_at]
         last = max(before, key=lambda c: c.time) if before else None
+        rebuilt += 1
+        if rec.status is Status.SUCCEEDED and last is not None:
+            mine = [i for i in refused[ref.job_id] if settled[i].token == last.token]
+            if mine:
+                settled[mine[0]] = replace(settled[mine[0]], kind=EventKind.ACK, time=rec.finished_at)
+                continue
         kind = EventKind.ACK if rec.status is Status.SUCCEEDED else EventKind.DEAD
         added.append(Event(kind, ref.job_id, ref.lane, ref.seq, last.worker if last else "unrecorded",
                            last.token if last else None, rec.finished_at, rec.attempts))  # fmt: skip
-    return settled + added, len(added)
+    return settled + added, rebuilt
 
 
 def find_orphans(events: Sequence[Event], kills: Sequence[tuple[str, float]]) -> list[Orphan]:

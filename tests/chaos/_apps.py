@@ -7,6 +7,8 @@ Configured by environment, so one module serves every test and every backend:
 - ``LANEWAY_CHAOS_LEASE_S``, ``LANEWAY_CHAOS_SWEEP_S``, ``LANEWAY_CHAOS_HEARTBEAT_S``,
   ``LANEWAY_CHAOS_IDLE_WAIT_S``: worker timings (set on every worker as it starts);
 - ``LANEWAY_CHAOS_BACKOFF_S``: first retry delay;
+- ``LANEWAY_CHAOS_READY_DIR``: each worker writes a file named after its PID there as
+  it starts (before its first claim);
 - ``LANEWAY_CHAOS_HOLD_MAX_S``: cap on the sleep of ``hold`` jobs in this process (a
   worker that only has to finish what others left).
 
@@ -19,6 +21,8 @@ Tasks (queue ``chaos``; each records START on entry and EFFECT when its work is 
 - ``step(lane, seq, work_ms=0)``: sleep ``work_ms``;
 - ``hold(lane, seq, first_s, later_s=0)``: sleep ``first_s`` on the first delivery,
   ``later_s`` on the next ones (a long job whose re-run is short);
+- ``gated(lane, seq, gate)``: on its first delivery, wait until the file ``gate`` exists
+  (at most a minute); later deliveries go straight through;
 - ``poison(lane, seq, kind)``: never succeeds: ``raise`` (RuntimeError), ``exit``
   (``os._exit(1)`` kills the worker process), ``memory`` (MemoryError), ``sleep`` (runs
   past its timeout, in small sleeps so the timeout can interrupt it).
@@ -39,6 +43,7 @@ from laneway._records import JobRecord
 
 QUEUE = "chaos"
 SLEEP_POISON_LIMIT_S = 30.0
+GATE_LIMIT_S = 60.0
 
 
 def clock() -> float:
@@ -76,10 +81,15 @@ def build(url: str, namespace: str, history: str = "") -> App:
         "idle_wait_s": _env_float("LANEWAY_CHAOS_IDLE_WAIT_S"),
     }
 
+    ready_dir = os.environ.get("LANEWAY_CHAOS_READY_DIR")
+
     def tune(worker: object) -> None:
         for name, value in timings.items():
             if value is not None:
                 setattr(worker, name, value)
+        if ready_dir:
+            with open(os.path.join(ready_dir, str(os.getpid())), "w", encoding="utf-8") as f:
+                f.write(str(clock()))
 
     app.on_worker_start.append(tune)
 
@@ -100,6 +110,16 @@ def build(url: str, namespace: str, history: str = "") -> App:
         job = current_job()
         first = job is None or job.record is None or job.record.attempts <= 1
         time.sleep(min(first_s if first else later_s, hold_max_s))
+        mark(EventKind.EFFECT, lane, seq)
+
+    @app.task(name="gated", queue=QUEUE)
+    def gated(lane: str | None, seq: int, gate: str) -> None:
+        mark(EventKind.START, lane, seq)
+        job = current_job()
+        if job is None or job.record is None or job.record.attempts <= 1:
+            deadline = time.monotonic() + GATE_LIMIT_S
+            while not os.path.exists(gate) and time.monotonic() < deadline:
+                time.sleep(0.02)
         mark(EventKind.EFFECT, lane, seq)
 
     @app.task(name="poison", queue=QUEUE)

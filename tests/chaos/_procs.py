@@ -79,7 +79,10 @@ class Fleet:
         self.tmp = tmp
         self.history = tmp / "history"
         self.history.mkdir(parents=True, exist_ok=True)
+        self.ready_dir = tmp / "ready"
+        self.ready_dir.mkdir(exist_ok=True)
         self.env = {
+            "LANEWAY_CHAOS_READY_DIR": str(self.ready_dir),
             **os.environ,
             "LANEWAY_CHAOS_URL": url,
             "LANEWAY_CHAOS_NAMESPACE": namespace,
@@ -129,6 +132,15 @@ class Fleet:
         proc = Proc(name, popen, log)
         self.procs.append(proc)
         return proc
+
+    def ready(self) -> set[str]:
+        """History names (``w-<pid>``) of every worker process that has started working."""
+        return {f"w-{path.name}" for path in self.ready_dir.iterdir()}
+
+    def wait_ready(self, count: int, timeout_s: float = 90) -> set[str]:
+        """Wait until ``count`` worker processes have started; returns their history names."""
+        wait_until(lambda: len(self.ready()) >= count, timeout_s, f"{count} worker processes to start")
+        return self.ready()
 
     def events(self) -> list[Event]:
         """The history recorded so far by every process."""
