@@ -215,15 +215,19 @@ class PostgresBackend(Backend):
             timeout_s = min(timeout_s, max(float(due_in), OVERDUE_WAIT_S))
         self._listener.wait(queues, timeout_s)
 
-    def promote(self) -> int:
-        """Move due delayed jobs and new laned jobs into their lanes now (claims do this on
-        the way; useful before reading ``stats`` or ``lanes``). Returns how many moved."""
+    def promote(self, queues: Sequence[str] | None = None) -> int:
+        """Move due delayed jobs and new laned jobs of ``queues`` (default: every queue)
+        into their lanes now. Claims do this on the way; ``stats`` and ``lanes`` do it
+        first so that they count every lane. Returns how many jobs moved."""
         total = 0
-        while (moved := int(self._scalar(self._q.promote, [PROMOTE_BATCH]) or 0)) > 0:
+        while True:
+            if queues is None:
+                moved = int(self._scalar(self._q.promote_all, [PROMOTE_BATCH]) or 0)
+            else:
+                moved = int(self._scalar(self._q.promote, [list(queues), PROMOTE_BATCH]) or 0)
             total += moved
             if moved < PROMOTE_BATCH:
-                break
-        return total
+                return total
 
     # --- inspect and operate ----------------------------------------------------------------
 
@@ -280,7 +284,7 @@ class PostgresBackend(Backend):
         return [_queue_stats(row) for row in self._rows(self._q.stats)]
 
     def lanes(self, queue: str, *, limit: int = 100) -> list[LaneInfo]:
-        self.promote()
+        self.promote([queue])
         rows = self._rows(self._q.lanes, {"queue": queue, "limit": limit})
         return sorted((_lane_info(queue, row) for row in rows), key=lambda i: -i.head_age_s)
 

@@ -59,8 +59,15 @@ SELECT l.lane, l.held IS NOT NULL, h.id, h.status, h.attempts,
 """
 
 _DUE_IN = """
-SELECT extract(epoch FROM min(run_at) - clock_timestamp())::float8 FROM {s}.jobs
- WHERE status IN ('waiting', 'retrying') AND queue = ANY(%s::text[])
+SELECT extract(epoch FROM min(d.run_at) - clock_timestamp())::float8
+  FROM unnest(%s::text[]) AS q(name)
+ CROSS JOIN LATERAL (SELECT run_at FROM {s}.jobs
+                      WHERE queue = q.name AND status IN ('waiting', 'retrying')
+                      ORDER BY run_at LIMIT 1) AS d
+"""
+
+_PROMOTE_ALL = """
+SELECT {s}.promote(ARRAY(SELECT DISTINCT queue FROM {s}.jobs WHERE status IN ('waiting', 'retrying')), %s)
 """
 
 
@@ -76,6 +83,7 @@ class Queries:
     sweep: sql.Composed
     prune: sql.Composed
     promote: sql.Composed
+    promote_all: sql.Composed
     due_in: sql.Composed
     get_job: sql.Composed
     list_jobs: sql.Composed
@@ -105,7 +113,8 @@ class Queries:
             finish=q(f"SELECT {{s}}.finish({FINISH_ARGS})"),
             sweep=q("SELECT {s}.sweep(%s, %s)"),
             prune=q("SELECT {s}.prune(%s)"),
-            promote=q("SELECT {s}.promote(%s)"),
+            promote=q("SELECT {s}.promote(%s::text[], %s)"),
+            promote_all=q(_PROMOTE_ALL),
             due_in=q(_DUE_IN),
             get_job=q(f"SELECT {JOB_COLUMNS} FROM {{s}}.jobs AS j WHERE j.id = %s"),
             list_jobs=q(f"SELECT {JOB_COLUMNS} FROM {{s}}.jobs AS j"),

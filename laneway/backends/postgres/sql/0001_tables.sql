@@ -29,7 +29,7 @@
 -- Indexes (each one serves one access path; a claim never scans a lane)
 --   jobs_lane_pending  (queue, lane, seq) over a lane's waiting work: its head is the first entry
 --   jobs_solo_ready    (queue, priority DESC, seq) over ready jobs without a lane
---   jobs_due           (run_at) over waiting and retrying jobs: promotion and the wait timeout
+--   jobs_due           (queue, run_at) over waiting and retrying jobs: promotion and the wait timeout
 --   jobs_running       (token) over running jobs: finish, release and sweep
 --   jobs_unique        unique key of pending jobs
 --   jobs_expiry        (expires_at) over prunable jobs
@@ -77,7 +77,7 @@ CREATE INDEX jobs_lane_pending ON jobs (queue, lane, seq)
       AND (status IN ('queued', 'retrying') OR (status = 'dead' AND on_dead = 'block'));
 CREATE INDEX jobs_solo_ready ON jobs (queue, priority DESC, seq)
     WHERE lane IS NULL AND status = 'queued';
-CREATE INDEX jobs_due ON jobs (run_at) WHERE status IN ('waiting', 'retrying');
+CREATE INDEX jobs_due ON jobs (queue, run_at) WHERE status IN ('waiting', 'retrying');
 CREATE INDEX jobs_running ON jobs (token) WHERE status = 'running';
 CREATE UNIQUE INDEX jobs_unique ON jobs (uniq)
     WHERE uniq IS NOT NULL AND status IN ('waiting', 'queued', 'running', 'retrying');

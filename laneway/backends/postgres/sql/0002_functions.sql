@@ -13,18 +13,24 @@
 -- jobs_lane_pending (one index probe). An enqueue takes no lane lock at all: a laned job
 -- is stored as 'waiting' and the next claim moves it into its lane (promote()).
 --
+-- Entry points (every function the backend calls) run with search_path fixed to the
+-- namespace's schema and with generic plans: their statements are planned once per
+-- connection, not at every call (custom plans cost more to make than to run here).
+-- channel(), lane_lock(), lane_refresh() and promote_queue() are internal helpers that
+-- inherit both settings from the entry point calling them.
+--
 -- Notifications: pg_notify(channel(), queue) whenever work may have become ready
 -- (enqueue, a lane freed with work behind it, a retry or release, recovery, promotion);
 -- NOTIFY is transactional, so a rolled-back enqueue wakes nobody.
 
 CREATE FUNCTION channel() RETURNS text
-LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+LANGUAGE sql STABLE AS $$
     SELECT 'laneway.' || current_schema()
 $$;
 
 -- Lock a lane's row, creating it when missing. Returns once this transaction holds it.
 CREATE FUNCTION lane_lock(p_queue text, p_lane text) RETURNS void
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql AS $$
 BEGIN
     LOOP
         PERFORM 1 FROM lanes WHERE queue = p_queue AND lane = p_lane FOR UPDATE;
@@ -42,7 +48,7 @@ $$;
 -- Recompute a locked lane's head; drop the row when the lane is empty and free.
 -- Returns whether the lane is ready (free, with a queued head).
 CREATE FUNCTION lane_refresh(p_queue text, p_lane text) RETURNS boolean
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql AS $$
 DECLARE
     v_held bigint;
     h record;
@@ -79,7 +85,8 @@ CREATE FUNCTION enqueue(
     p_uniques text[], p_ttls double precision[], p_on_dead text[],
     p_delays double precision[], p_run_ats double precision[])
 RETURNS TABLE (job_id text, created boolean)
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql
+SET search_path FROM CURRENT SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_now timestamptz := clock_timestamp();
     v_run timestamptz;
@@ -146,7 +153,8 @@ CREATE FUNCTION claim_tick(
     p_uniques text[], p_ttls double precision[], p_on_dead text[],
     p_delays double precision[], p_run_ats double precision[])
 RETURNS boolean
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql
+SET search_path FROM CURRENT SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_ok boolean;
 BEGIN
@@ -162,38 +170,57 @@ BEGIN
 END
 $$;
 
--- Move due waiting jobs into their lanes and due retrying heads back to queued, oldest due
--- first, at most p_limit. One promoter at a time (the others skip: the work is being done).
-CREATE FUNCTION promote(p_limit integer) RETURNS integer
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+-- Move due waiting jobs of p_queue into their lanes and its due retrying heads back to
+-- queued, oldest due first, at most p_limit. The caller holds the queue's promotion lock.
+CREATE FUNCTION promote_queue(p_queue text, p_now timestamptz, p_limit integer) RETURNS integer
+LANGUAGE plpgsql AS $$
 DECLARE
-    v_now timestamptz := clock_timestamp();
     v_ids text[];
     v_need text[];
     v_seqs bigint[];
     v_n integer;
     r record;
 BEGIN
-    PERFORM 1 FROM jobs WHERE status IN ('waiting', 'retrying') AND run_at <= v_now LIMIT 1;
-    IF NOT FOUND OR NOT pg_try_advisory_xact_lock(hashtextextended(channel(), 1)) THEN
-        RETURN 0;
-    END IF;
     SELECT array_agg(id ORDER BY run_at, nid), array_agg(id ORDER BY run_at, nid) FILTER (WHERE seq IS NULL)
       INTO v_ids, v_need
-      FROM (SELECT id, run_at, nid, seq FROM jobs WHERE status IN ('waiting', 'retrying') AND run_at <= v_now
+      FROM (SELECT id, run_at, nid, seq FROM jobs
+             WHERE queue = p_queue AND status IN ('waiting', 'retrying') AND run_at <= p_now
              ORDER BY run_at LIMIT p_limit) AS c;
-    FOR r IN SELECT DISTINCT queue, lane FROM jobs WHERE id = ANY(v_ids) AND lane IS NOT NULL ORDER BY 1, 2 LOOP
-        PERFORM lane_lock(r.queue, r.lane);
+    FOR r IN SELECT DISTINCT lane FROM jobs WHERE id = ANY(v_ids) AND lane IS NOT NULL ORDER BY 1 LOOP
+        PERFORM lane_lock(p_queue, r.lane);
     END LOOP;
     v_seqs := ARRAY(SELECT nextval('job_seq') FROM generate_series(1, coalesce(cardinality(v_need), 0)));
     UPDATE jobs AS j SET status = 'queued', seq = coalesce(j.seq, s.seq)
       FROM unnest(v_ids) AS u(id) LEFT JOIN unnest(v_need, v_seqs) AS s(id, seq) ON s.id = u.id
      WHERE j.id = u.id AND j.status IN ('waiting', 'retrying');
     GET DIAGNOSTICS v_n = ROW_COUNT;
-    FOR r IN SELECT DISTINCT queue, lane FROM jobs WHERE id = ANY(v_ids) ORDER BY 1, 2 LOOP
-        IF r.lane IS NULL OR lane_refresh(r.queue, r.lane) THEN
-            PERFORM pg_notify(channel(), r.queue);
+    FOR r IN SELECT DISTINCT lane FROM jobs WHERE id = ANY(v_ids) ORDER BY 1 LOOP
+        IF r.lane IS NULL OR lane_refresh(p_queue, r.lane) THEN
+            PERFORM pg_notify(channel(), p_queue);
         END IF;
+    END LOOP;
+    RETURN v_n;
+END
+$$;
+
+-- Promote due work of p_queues (in name order, so lanes are locked in lock order). One
+-- promoter per queue at a time: a queue whose lock is taken is skipped (its work is being
+-- done). Finding nothing due is one index probe per queue.
+CREATE FUNCTION promote(p_queues text[], p_limit integer) RETURNS integer
+LANGUAGE plpgsql
+SET search_path FROM CURRENT SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+    v_now timestamptz := clock_timestamp();
+    v_first timestamptz;
+    v_n integer := 0;
+    v_queue text;
+BEGIN
+    FOR v_queue IN SELECT DISTINCT q FROM unnest(p_queues) AS q ORDER BY 1 LOOP
+        SELECT run_at INTO v_first FROM jobs
+         WHERE queue = v_queue AND status IN ('waiting', 'retrying') ORDER BY run_at LIMIT 1;
+        CONTINUE WHEN v_first IS NULL OR v_first > v_now;
+        CONTINUE WHEN NOT pg_try_advisory_xact_lock(hashtextextended(channel() || '/' || v_queue, 1));
+        v_n := v_n + promote_queue(v_queue, v_now, p_limit);
     END LOOP;
     RETURN v_n;
 END
@@ -205,7 +232,8 @@ $$;
 CREATE FUNCTION claim(p_queues text[], p_worker text, p_limit integer, p_batch integer,
                       p_max_lanes integer, p_lease_s double precision)
 RETURNS SETOF jobs
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql
+SET search_path FROM CURRENT SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_now timestamptz;
     v_token bigint;
@@ -216,7 +244,7 @@ DECLARE
     v_take text[];
     c record;
 BEGIN
-    PERFORM promote(1000);
+    PERFORM promote(p_queues, 1000);
     v_now := clock_timestamp();
     FOREACH v_queue IN ARRAY p_queues LOOP
         EXIT WHEN v_room <= 0 OR v_lanes <= 0;
@@ -280,7 +308,8 @@ $$;
 
 -- Push the expiry of each live lease; false for leases that expired, were swept or finished.
 CREATE FUNCTION extend(p_tokens bigint[], p_lease_s double precision) RETURNS boolean[]
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql
+SET search_path FROM CURRENT SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_now timestamptz := clock_timestamp();
     v_live bigint[];
@@ -302,7 +331,8 @@ $$;
 CREATE FUNCTION finish(p_ids text[], p_tokens bigint[], p_verdicts text[], p_results bytea[],
                        p_errors text[], p_tracebacks text[], p_delays double precision[])
 RETURNS boolean[]
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql
+SET search_path FROM CURRENT SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_now timestamptz := clock_timestamp();
     v_live bigint[];
@@ -365,7 +395,8 @@ $$;
 -- Recover expired leases (and every lease of p_worker): their running jobs go back to the
 -- head of their lanes as queued, or dead once out of attempts; their lanes are released.
 CREATE FUNCTION sweep(p_worker text, p_limit integer) RETURNS integer
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql
+SET search_path FROM CURRENT SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_now timestamptz := clock_timestamp();
     v_tokens bigint[];
@@ -414,7 +445,8 @@ $$;
 
 -- Delete up to p_limit succeeded/cancelled jobs whose result_ttl ran out.
 CREATE FUNCTION prune(p_limit integer) RETURNS integer
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql
+SET search_path FROM CURRENT SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_n integer;
 BEGIN
@@ -430,7 +462,8 @@ $$;
 
 -- Cancel a waiting, queued, retrying or dead job; its lane moves on.
 CREATE FUNCTION cancel(p_id text) RETURNS boolean
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql
+SET search_path FROM CURRENT SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     j record;
     v_now timestamptz;
@@ -462,7 +495,8 @@ $$;
 
 -- Put a dead or cancelled job back at the head of its lane with attempts reset.
 CREATE FUNCTION retry(p_id text) RETURNS boolean
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql
+SET search_path FROM CURRENT SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     j record;
     v_done boolean;
@@ -495,7 +529,8 @@ $$;
 -- Delete up to about p_limit jobs in final status p_status (of p_queue, or every queue).
 -- Dead jobs that block their lane are deleted lane by lane, under the lane's lock.
 CREATE FUNCTION purge(p_status text, p_queue text, p_limit integer) RETURNS integer
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql
+SET search_path FROM CURRENT SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_n integer := 0;
     v_k integer;

@@ -1,0 +1,332 @@
+"""PostgreSQL-only behaviour: migrations, transactional enqueue and completion,
+LISTEN/NOTIFY wake-ups, pruning and the namespace's schema."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from laneway import ConfigError, Status
+from laneway._records import NewJob, OnDead, Outcome, Verdict
+from laneway.backends.postgres import PostgresBackend, _schema
+from tests.conftest import POSTGRES_URL, drop_backend, fresh_namespace, make_backend
+
+
+def new_job(lane: str | None = None, queue: str = "q", **changes: object) -> NewJob:
+    fields: dict[str, object] = {
+        "id": uuid.uuid4().hex, "task": "t", "queue": queue, "lane": lane, "priority": 2,
+        "payload": b"[]", "max_attempts": 3, "timeout_s": None, "unique": None,
+        "result_ttl_s": 3600.0, "on_dead": OnDead.SKIP,
+    }  # fmt: skip
+    fields.update(changes)
+    return NewJob(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def pg(tmp_path: Path) -> Iterator[PostgresBackend]:
+    backend = make_backend("postgres", tmp_path)
+    assert isinstance(backend, PostgresBackend)
+    try:
+        yield backend
+    finally:
+        drop_backend(backend)
+
+
+@pytest.fixture
+def effects(pg: PostgresBackend) -> Iterator[str]:
+    """A plain table (in the public schema) a handler writes its effects to."""
+    table = f"effects_{pg.namespace}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE TABLE {} (job_id text NOT NULL)").format(sql.Identifier(table)))
+    try:
+        yield table
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(table)))
+
+
+def count_effects(table: str) -> int:
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
+        return int(row[0]) if row else -1
+
+
+# --- migrations -------------------------------------------------------------------------
+
+
+def test_a_fresh_namespace_is_migrated_to_the_latest_version_on_first_use(pg: PostgresBackend) -> None:
+    assert pg.schema_version() == _schema.latest_version()
+    assert pg.migrate() == []
+
+
+def test_processes_starting_at_once_migrate_a_namespace_exactly_once(tmp_path: Path) -> None:
+    namespace = fresh_namespace()
+    backends: list[PostgresBackend] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            backends.append(PostgresBackend(POSTGRES_URL, namespace=namespace))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    try:
+        assert not errors
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            rows = conn.execute(
+                sql.SQL("SELECT version FROM {}.laneway_migrations ORDER BY version").format(
+                    sql.Identifier(namespace)
+                )
+            ).fetchall()
+        assert [r[0] for r in rows] == [m.version for m in _schema.migrations()]
+    finally:
+        for b in backends[1:]:
+            b.close()
+        if backends:
+            drop_backend(backends[0])
+
+
+def test_a_schema_migrated_by_a_newer_laneway_is_refused(pg: PostgresBackend) -> None:
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("INSERT INTO {}.laneway_migrations (version, name) VALUES (9999, 'future')").format(
+                sql.Identifier(pg.schema)
+            )
+        )
+    with pytest.raises(ConfigError, match="newer than this laneway"):
+        pg.migrate()
+
+
+def test_a_schema_that_is_not_laneways_is_never_used_or_dropped() -> None:
+    namespace = fresh_namespace()
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(namespace)))
+        conn.execute(sql.SQL("CREATE TABLE {}.mine (x int)").format(sql.Identifier(namespace)))
+    try:
+        with pytest.raises(ConfigError, match="not a laneway schema"):
+            PostgresBackend(POSTGRES_URL, namespace=namespace)
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(namespace)))
+
+
+@pytest.mark.parametrize("namespace", ["public", "pg_catalog", "information_schema"])
+def test_namespaces_naming_system_schemas_are_refused(namespace: str) -> None:
+    with pytest.raises(ConfigError):
+        PostgresBackend(POSTGRES_URL, namespace=namespace)
+
+
+def test_drop_namespace_removes_the_schema(tmp_path: Path) -> None:
+    backend = make_backend("postgres", tmp_path)
+    assert isinstance(backend, PostgresBackend)
+    drop_backend(backend)
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = %s", [backend.schema]
+        ).fetchone()
+    assert row == (0,)
+
+
+# --- transactional enqueue --------------------------------------------------------------
+
+
+def test_an_enqueue_in_a_callers_transaction_exists_only_once_it_commits(pg: PostgresBackend) -> None:
+    job = new_job(lane="user:1")
+    with psycopg.connect(POSTGRES_URL) as conn:
+        [result] = pg.enqueue([job], connection=conn)
+        assert result.created
+        assert pg.get_job(job.id) is None, "invisible before the caller commits"
+        assert pg.claim(["q"], worker="w", limit=1, lease_s=30) == []
+        conn.commit()
+    claimed = pg.claim(["q"], worker="w", limit=1, lease_s=30)
+    assert [r.id for r in claimed] == [job.id]
+
+
+def test_an_enqueue_in_a_rolled_back_transaction_leaves_nothing(pg: PostgresBackend) -> None:
+    job = new_job()
+    with psycopg.connect(POSTGRES_URL) as conn:
+        pg.enqueue([job], connection=conn)
+        conn.rollback()
+    assert pg.get_job(job.id) is None
+    assert pg.stats() == []
+
+
+def test_an_idle_waiter_wakes_only_when_a_transactional_enqueue_commits(pg: PostgresBackend) -> None:
+    woke = threading.Event()
+    ready = threading.Event()
+
+    def waiter() -> None:
+        pg.wait(["q"], 0.01)  # a thread's first wait returns at once
+        ready.set()
+        pg.wait(["q"], 5.0)
+        woke.set()
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    try:
+        assert ready.wait(5)
+        with psycopg.connect(POSTGRES_URL) as conn:
+            pg.enqueue([new_job()], connection=conn)
+            assert not woke.wait(0.3), "an uncommitted enqueue must not wake anyone"
+            committed = time.monotonic()
+            conn.commit()
+        assert woke.wait(2.0)
+        assert time.monotonic() - committed < 0.5
+    finally:
+        thread.join(6)
+
+
+def test_connection_must_be_a_psycopg_connection(pg: PostgresBackend) -> None:
+    with pytest.raises(ConfigError, match="psycopg"):
+        pg.enqueue([new_job()], connection=object())
+
+
+# --- transactional completion -----------------------------------------------------------
+
+
+def _effect(conn: psycopg.Connection[object], table: str, job_id: str) -> None:
+    conn.execute(sql.SQL("INSERT INTO {} (job_id) VALUES (%s)").format(sql.Identifier(table)), [job_id])
+
+
+def test_a_handlers_writes_and_its_completion_commit_together(pg: PostgresBackend, effects: str) -> None:
+    pg.enqueue([job := new_job()])
+    [rec] = pg.claim(["q"], worker="w", limit=1, lease_s=30)
+    assert rec.token is not None
+    with pg.transaction() as conn:
+        _effect(conn, effects, rec.id)
+        assert pg.finish([Outcome(rec.id, rec.token, Verdict.SUCCEEDED, result=b"1")], connection=conn) == [
+            True
+        ]
+        seen = pg.get_job(job.id)
+        assert seen is not None and seen.status is Status.RUNNING, "not visible before commit"
+    done = pg.get_job(job.id)
+    assert done is not None and done.status is Status.SUCCEEDED and done.result == b"1"
+    assert count_effects(effects) == 1
+
+
+def test_a_rolled_back_completion_leaves_neither_the_writes_nor_the_outcome(
+    pg: PostgresBackend, effects: str
+) -> None:
+    pg.enqueue([job := new_job(lane="a"), new_job(lane="a")])
+    [rec] = pg.claim(["q"], worker="w", limit=1, lease_s=30)
+    assert rec.token is not None
+    with pytest.raises(RuntimeError), pg.transaction() as conn:
+        _effect(conn, effects, rec.id)
+        assert pg.finish([Outcome(rec.id, rec.token, Verdict.SUCCEEDED)], connection=conn) == [True]
+        raise RuntimeError("handler failed after finishing")
+    after = pg.get_job(job.id)
+    assert after is not None and after.status is Status.RUNNING and after.token == rec.token
+    assert count_effects(effects) == 0
+    assert pg.claim(["q"], worker="w2", limit=1, lease_s=30) == [], "the lane is still held"
+    assert pg.finish([Outcome(rec.id, rec.token, Verdict.SUCCEEDED)]) == [True]
+
+
+def test_a_stale_token_refuses_the_completion_and_the_writes_roll_back(
+    pg: PostgresBackend, effects: str
+) -> None:
+    pg.enqueue([job := new_job()])
+    [stale] = pg.claim(["q"], worker="w1", limit=1, lease_s=0.2)
+    time.sleep(0.3)
+    assert pg.sweep() == 1
+    [fresh] = pg.claim(["q"], worker="w2", limit=1, lease_s=30)
+    assert stale.token is not None and fresh.token is not None and fresh.token > stale.token
+
+    class LeaseWasLost(Exception):
+        pass
+
+    with pytest.raises(LeaseWasLost), pg.transaction() as conn:
+        _effect(conn, effects, stale.id)
+        if not pg.finish([Outcome(stale.id, stale.token, Verdict.SUCCEEDED)], connection=conn)[0]:
+            raise LeaseWasLost
+    assert count_effects(effects) == 0
+    current = pg.get_job(job.id)
+    assert current is not None and current.status is Status.RUNNING and current.token == fresh.token
+
+
+def test_an_expired_lease_refuses_a_transactional_completion(pg: PostgresBackend, effects: str) -> None:
+    pg.enqueue([new_job()])
+    [rec] = pg.claim(["q"], worker="w", limit=1, lease_s=0.2)
+    assert rec.token is not None
+    time.sleep(0.3)
+    accepted: list[bool] = []
+    with pytest.raises(LookupError), pg.transaction() as conn:
+        _effect(conn, effects, rec.id)
+        accepted = pg.finish([Outcome(rec.id, rec.token, Verdict.SUCCEEDED)], connection=conn)
+        if not accepted[0]:
+            raise LookupError("lease lost: roll back")
+    assert accepted == [False]
+    assert count_effects(effects) == 0
+
+
+# --- waking and pruning -----------------------------------------------------------------
+
+
+def test_wait_wakes_on_an_enqueue_from_another_backend_without_polling(
+    pg: PostgresBackend, tmp_path: Path
+) -> None:
+    producer = make_backend("postgres", tmp_path, namespace=pg.namespace)
+    try:
+        woke_after: list[float] = []
+
+        def waiter() -> None:
+            pg.wait(["q"], 0.01)  # a thread's first wait returns at once
+            started = time.monotonic()
+            pg.wait(["q"], 10.0)
+            woke_after.append(time.monotonic() - started)
+
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        time.sleep(0.2)
+        producer.enqueue([new_job()])
+        thread.join(5)
+        assert woke_after and 0.15 < woke_after[0] < 1.0
+    finally:
+        producer.close()
+
+
+def test_wait_ignores_other_queues_and_returns_when_a_delayed_job_is_due(pg: PostgresBackend) -> None:
+    pg.wait(["q"], 0.01)
+    pg.enqueue([new_job(queue="other")])
+    pg.enqueue([new_job(delay_s=0.4)])
+    pg.wait(["q"], 0.01)  # the delayed enqueue notified "q": consume it
+    started = time.monotonic()
+    pg.wait(["q"], 5.0)
+    waited = time.monotonic() - started
+    assert 0.2 < waited < 1.0
+    time.sleep(max(0.0, 0.45 - waited))
+    assert len(pg.claim(["q"], worker="w", limit=5, lease_s=30)) == 1
+
+
+def test_sweep_prunes_expired_results_and_keeps_dead_jobs(pg: PostgresBackend) -> None:
+    pg.enqueue([ok := new_job(result_ttl_s=0.1), bad := new_job(result_ttl_s=0.1, max_attempts=1)])
+    recs = {r.id: r for r in pg.claim(["q"], worker="w", limit=2, lease_s=30)}
+    token = recs[ok.id].token
+    assert token is not None
+    outcomes = [Outcome(ok.id, token, Verdict.SUCCEEDED), Outcome(bad.id, token, Verdict.DEAD, error="x")]
+    assert pg.finish(outcomes) == [True, True]
+    time.sleep(0.2)
+    pg.sweep()
+    assert pg.get_job(ok.id) is None
+    dead = pg.get_job(bad.id)
+    assert dead is not None and dead.status is Status.DEAD
+
+
+def test_a_laned_job_reads_as_queued_before_any_claim_indexed_it(pg: PostgresBackend) -> None:
+    pg.enqueue([job := new_job(lane="a"), later := new_job(lane="a", delay_s=60)])
+    now_job = pg.get_job(job.id)
+    delayed = pg.get_job(later.id)
+    assert now_job is not None and now_job.status is Status.QUEUED and now_job.seq is not None
+    assert delayed is not None and delayed.status is Status.SCHEDULED and delayed.seq is None
+    assert [s.queued for s in pg.stats()] == [1]

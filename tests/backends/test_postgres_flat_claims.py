@@ -1,0 +1,131 @@
+"""Claim cost on PostgreSQL does not grow with the depth of a lane (the pg-boss #849 trap),
+nor with the number of delayed or blocked jobs (SPEC §3.13).
+
+Two namespaces are measured in alternation so that load from anything else on the machine
+hits both alike: a baseline of 1,000 lanes holding one job each, and the same plus one lane
+holding 100,000 jobs (bulk-inserted with one ``INSERT ... SELECT generate_series``). The deep
+lane's head is the oldest work, so every claim in the second namespace takes it and every
+finish looks its next head up again. ``LANEWAY_SOAK=1`` measures more claims.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from psycopg import sql
+
+from laneway import Status
+from laneway._records import NewJob, OnDead, Outcome, Verdict
+from laneway.backends.postgres import PostgresBackend
+from tests.conftest import drop_backend, make_backend
+
+SOAK = os.environ.get("LANEWAY_SOAK") == "1"
+DEEP = 100_000
+SHALLOW_LANES = 1_000
+ROUNDS = 200 if SOAK else 120
+WARMUP = 10
+PER_CLAIM = 4
+
+
+def _job(i: int, lane: str) -> NewJob:
+    return NewJob(
+        id=f"{lane}-{i}", task="t", queue="q", lane=lane, priority=2, payload=b"[]", max_attempts=3,
+        timeout_s=None, unique=None, result_ttl_s=3600.0, on_dead=OnDead.SKIP,
+    )  # fmt: skip
+
+
+def _bulk_insert(backend: PostgresBackend, lane: str, count: int, status: str, delay_s: float = 0.0) -> None:
+    """``count`` jobs in ``lane`` with one statement, then index the lane as a claim would."""
+    s = sql.Identifier(backend.schema)
+    query = sql.SQL(
+        "INSERT INTO {s}.jobs (id, task, queue, lane, priority, payload, status, max_attempts, "
+        "result_ttl_s, on_dead, enqueued_at, run_at, seq) "
+        "SELECT %(lane)s || '-' || g, 't', 'q', %(lane)s, 2, '\\x5b5d', %(status)s, 3, 3600, 'block', "
+        "clock_timestamp(), clock_timestamp() + make_interval(secs => %(delay)s), "
+        "CASE WHEN %(delay)s > 0 THEN NULL ELSE nextval({seq}) END FROM generate_series(1, %(n)s) AS g"
+    ).format(s=s, seq=sql.Literal(f"{backend.schema}.job_seq"))
+    with backend.transaction() as conn:
+        conn.execute(query, {"lane": lane, "status": status, "delay": delay_s, "n": count})
+        if delay_s == 0:
+            conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(s))
+            conn.execute("SELECT lane_lock('q', %s), lane_refresh('q', %s)", [lane, lane])
+        conn.execute(sql.SQL("ANALYZE {}.jobs").format(s))
+
+
+@pytest.fixture
+def two(tmp_path: Path) -> Iterator[tuple[PostgresBackend, PostgresBackend]]:
+    made = [make_backend("postgres", tmp_path), make_backend("postgres", tmp_path)]
+    try:
+        base, deep = made
+        assert isinstance(base, PostgresBackend) and isinstance(deep, PostgresBackend)
+        yield base, deep
+    finally:
+        for backend in made:
+            drop_backend(backend)
+
+
+def _fill_shallow(backend: PostgresBackend) -> None:
+    jobs = [_job(0, f"lane{i}") for i in range(SHALLOW_LANES)]
+    backend.enqueue(jobs)
+    backend.promote()
+
+
+def _claim_and_finish(backend: PostgresBackend) -> float:
+    """Time one claim of ``PER_CLAIM`` jobs (the finish that follows is not timed)."""
+    started = time.perf_counter()
+    recs = backend.claim(["q"], worker="w", limit=PER_CLAIM, lease_s=60)
+    took = time.perf_counter() - started
+    assert len(recs) == PER_CLAIM
+    backend.finish([Outcome(r.id, r.token or 0, Verdict.SUCCEEDED) for r in recs])
+    return took
+
+
+def _medians(base: PostgresBackend, deep: PostgresBackend, rounds: int) -> tuple[float, float]:
+    for _ in range(WARMUP):  # warm up: plans, caches, pool
+        _claim_and_finish(base)
+        _claim_and_finish(deep)
+    times: dict[str, list[float]] = {"base": [], "deep": []}
+    for _ in range(rounds):
+        times["base"].append(_claim_and_finish(base))
+        times["deep"].append(_claim_and_finish(deep))
+    return statistics.median(times["base"]), statistics.median(times["deep"])
+
+
+def test_claim_latency_is_flat_in_the_depth_of_a_lane(two: tuple[PostgresBackend, PostgresBackend]) -> None:
+    base, deep = two
+    _bulk_insert(deep, "deep", DEEP, "queued")
+    _fill_shallow(base)
+    _fill_shallow(deep)
+    base_s, deep_s = _medians(base, deep, ROUNDS)
+    last = deep.get_job(f"deep-{WARMUP + ROUNDS}")
+    assert last is not None and last.status is Status.SUCCEEDED, "every claim took the deep lane's head"
+    assert deep_s <= 1.5 * base_s, (
+        f"median claim {deep_s * 1e3:.2f} ms vs {base_s * 1e3:.2f} ms without the deep lane"
+    )
+
+
+def test_claim_latency_is_flat_in_delayed_and_blocked_work(
+    two: tuple[PostgresBackend, PostgresBackend],
+) -> None:
+    base, deep = two
+    _bulk_insert(deep, "later", 50_000, "waiting", delay_s=3600)
+    _bulk_insert(deep, "blocked", 50_000, "queued")
+    with deep.transaction() as conn:
+        conn.execute(
+            sql.SQL("UPDATE {}.jobs SET status = 'dead' WHERE id = 'blocked-1'").format(
+                sql.Identifier(deep.schema)
+            )
+        )
+        conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(deep.schema)))
+        conn.execute("SELECT lane_refresh('q', 'blocked')")
+    _fill_shallow(base)
+    _fill_shallow(deep)
+    base_s, deep_s = _medians(base, deep, ROUNDS)
+    assert deep_s <= 1.5 * base_s, (
+        f"median claim {deep_s * 1e3:.2f} ms vs {base_s * 1e3:.2f} ms without that work"
+    )
