@@ -57,20 +57,28 @@ class RedisCore(Inspect, Backend):
 
     def __init__(self, link: Link, *, namespace: str, shards: int, wake_channel: bool) -> None:
         self.link = link
-        self.layout = Layout(namespace, shards)
+        try:
+            self.layout = Layout(namespace, shards)
+        except ConfigError:
+            link.close()
+            raise
         self.scripts = scripts()
         for script in self.scripts.values():
             link.register(script)
         self._chan = self.layout.wake_channel() if wake_channel else ""
         self.placement = Placement()
         self._due: dict[tuple[str, ...], float] = {}
-        self._check_config()
+        try:
+            self._check_config()
+        except BaseException:
+            link.close()
+            raise
 
     def _check_config(self) -> None:
         key = self.layout.config_key
         _, stored = self.link.pipeline([("HSETNX", key, "shards", self.layout.n), ("HGET", key, "shards")])
-        if stored is not None and not isinstance(stored, Exception) and int(stored) != self.layout.n:
-            self.link.close()
+        _raise_errors([stored])
+        if stored is not None and int(stored) != self.layout.n:
             raise ConfigError(
                 f"namespace {self.layout.namespace!r} was created with {int(stored)} shards; "
                 f"open it with shards={int(stored)}, not {self.layout.n}"

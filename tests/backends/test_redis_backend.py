@@ -1,0 +1,176 @@
+"""Redis backend specifics on one server: round trips, blocking pickup, recovery from a
+restarted server or a flushed script cache, and TLS."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from laneway._records import NewJob, OnDead, Outcome, Verdict
+from laneway.backends.redis import RedisBackend
+from laneway.backends.redis._link import Link
+from tests.conftest import drop_backend, make_backend
+from tests.support.redis_cluster import RedisServer
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> Iterator[RedisBackend]:
+    b = make_backend("redis", tmp_path)
+    assert isinstance(b, RedisBackend)
+    try:
+        yield b
+    finally:
+        drop_backend(b)
+
+
+def _job(i: int, lane: str | None = None, **kw: Any) -> NewJob:
+    fields: dict[str, Any] = dict(
+        id=f"job-{i}", task="t", queue="default", lane=lane, priority=2, payload=b"{}", max_attempts=3,
+        timeout_s=None, unique=None, result_ttl_s=60.0, on_dead=OnDead.SKIP,
+    )  # fmt: skip
+    fields.update(kw)
+    return NewJob(**fields)
+
+
+class Counting:
+    """Counts round trips through a link."""
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self.trips = 0
+        self._execute, self._pipeline = link.execute, link.pipeline
+        link.execute = self.execute  # type: ignore[method-assign]
+        link.pipeline = self.pipeline  # type: ignore[method-assign]
+
+    def execute(self, *cmd: Any) -> Any:
+        self.trips += 1
+        return self._execute(*cmd)
+
+    def pipeline(self, cmds: Any) -> Any:
+        self.trips += 1
+        return self._pipeline(cmds)
+
+
+def test_enqueue_claim_and_finish_of_many_jobs_are_one_round_trip_each(backend: RedisBackend) -> None:
+    count = Counting(backend.link)
+    backend.enqueue([_job(0)])
+    backend.enqueue([_job(i, f"lane-{i % 3}") for i in range(1, 10)])
+    assert count.trips == 2
+    recs = backend.claim(["default"], worker="w", limit=8, batch=3, lease_s=30)
+    assert len(recs) == 8 and count.trips == 3
+    assert backend.finish([Outcome(r.id, r.token or 0, Verdict.SUCCEEDED) for r in recs]) == [True] * 8
+    assert backend.extend([recs[0].token or 0], 30) == [False]
+    assert count.trips == 5
+
+
+def test_an_idle_worker_is_woken_by_an_enqueue_at_once(backend: RedisBackend) -> None:
+    assert backend.claim(["default"], worker="w", limit=1, lease_s=30) == []
+
+    def later() -> None:
+        time.sleep(0.2)
+        backend.enqueue([_job(1, "a")])
+
+    t = threading.Thread(target=later)
+    t.start()
+    began = time.monotonic()
+    backend.wait(["default"], 5.0)
+    t.join()
+    assert 0.15 < time.monotonic() - began < 1.0
+    assert len(backend.claim(["default"], worker="w", limit=1, lease_s=30)) == 1
+
+
+def test_an_idle_worker_waits_no_longer_than_the_next_delayed_job(backend: RedisBackend) -> None:
+    backend.enqueue([_job(1, delay_s=0.3)])
+    began, waits = time.monotonic(), 0
+    while not backend.claim(["default"], worker="w", limit=1, lease_s=30):
+        backend.wait(["default"], 5.0)
+        waits += 1
+    assert 0.25 < time.monotonic() - began < 0.8
+    assert waits <= 3, "woken when due, not by polling"
+
+
+def test_a_newly_earliest_delayed_job_wakes_a_waiting_worker(backend: RedisBackend) -> None:
+    assert backend.claim(["default"], worker="w", limit=1, lease_s=30) == []
+
+    def later() -> None:
+        time.sleep(0.1)
+        backend.enqueue([_job(1, delay_s=0.2)])
+
+    t = threading.Thread(target=later)
+    t.start()
+    began = time.monotonic()
+    backend.wait(["default"], 5.0)
+    assert backend.claim(["default"], worker="w", limit=1, lease_s=30) == []
+    backend.wait(["default"], 5.0)
+    t.join()
+    assert time.monotonic() - began < 0.8
+    assert len(backend.claim(["default"], worker="w", limit=1, lease_s=30)) == 1
+
+
+@pytest.fixture
+def private() -> Iterator[RedisServer]:
+    srv = RedisServer()
+    yield srv
+    srv.close()
+
+
+def test_work_goes_on_after_the_script_cache_is_flushed(private: RedisServer) -> None:
+    b = RedisBackend(private.url, namespace="flush")
+    try:
+        b.enqueue([_job(1)])
+        admin = redis.Redis.from_url(private.url)
+        admin.script_flush()
+        admin.close()
+        b.enqueue([_job(2)])
+        recs = b.claim(["default"], worker="w", limit=2, lease_s=30)
+        assert [r.id for r in recs] == ["job-1", "job-2"]
+    finally:
+        b.close()
+
+
+def test_connections_recover_after_the_server_restarts(private: RedisServer) -> None:
+    b = RedisBackend(private.url, namespace="restart")
+    try:
+        b.enqueue([_job(1)])
+        private.stop()
+        private.start()  # no persistence: the data is gone, the connections are stale
+        assert b.enqueue([_job(2)])[0].created
+        assert [r.id for r in b.claim(["default"], worker="w", limit=2, lease_s=30)] == ["job-2"]
+    finally:
+        b.close()
+
+
+def test_rediss_urls_speak_tls_with_the_given_ca(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        capture_output=True, check=False,
+    )  # fmt: skip
+    if made.returncode != 0:
+        pytest.skip("openssl cannot make a test certificate")
+    srv = RedisServer("--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
+                      "--tls-auth-clients", "no", tls=True)  # fmt: skip
+    try:
+        url = f"rediss://127.0.0.1:{srv.port}/0?ssl_cert_reqs=required&ssl_ca_certs={cert}"
+        b = RedisBackend(url, namespace="tls")
+        try:
+            b.enqueue([_job(1, "secure")])
+            recs = b.claim(["default"], worker="w", limit=1, lease_s=30)
+            assert b.finish([Outcome(recs[0].id, recs[0].token or 0, Verdict.SUCCEEDED)]) == [True]
+        finally:
+            b.close()
+        plain = RedisBackend.__new__(RedisBackend)
+        with pytest.raises(redis.exceptions.ConnectionError):
+            RedisBackend.__init__(
+                plain, f"rediss://127.0.0.1:{srv.port}/0?ssl_cert_reqs=required", namespace="tls"
+            )
+    finally:
+        srv.close()
