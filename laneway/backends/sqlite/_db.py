@@ -6,7 +6,7 @@ Every write runs as one ``BEGIN IMMEDIATE`` transaction through :meth:`Database.
   lock, so they queue on a cheap ``threading.Lock`` instead of spinning on
   ``SQLITE_BUSY`` against each other.
 - Between processes, ``SQLITE_BUSY`` ("database is locked") is retried with jittered
-  exponential backoff (0.2 ms up to 10 ms) until ``busy_timeout_s`` has passed. SQLite's
+  exponential backoff (0.1 ms up to 2 ms) until ``busy_timeout_s`` has passed. SQLite's
   own busy handler is switched off: its fixed sleeps (1, 2, 5, 10, ... 100 ms) cost more
   latency than the transactions they wait for.
 - A transaction body may be run more than once (it is retried from the start after a
@@ -36,8 +36,8 @@ from ..._errors import ConfigError, LanewayError
 T = TypeVar("T")
 
 SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
-_BACKOFF_FIRST_S = 0.0002
-_BACKOFF_MAX_S = 0.01
+_BACKOFF_FIRST_S = 0.0001
+_BACKOFF_MAX_S = 0.002
 _BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED (primary result codes)
 
 
