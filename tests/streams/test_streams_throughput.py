@@ -14,6 +14,6 @@ def test_ten_thousand_messages_over_a_thousand_keys_keep_order_at_near_ideal_thr
     assert result.order_ok
     assert result.acks_ok
     # Ideal is workers / handler time (8,000/s; ~7,400/s after sleep overshoot). The floor is
-    # deliberately loose so a busy CI machine does not fail it; the full-size figure is in
-    # docs/streams.md.
-    assert result.rate >= 0.3 * workers / handler_s, f"{result.rate:.0f} msgs/s"
+    # loose so a shared, busy CI machine does not fail it (runs there went down to ~3,700/s),
+    # yet it is 1.6x what a processor that lost its parallelism could reach (< 1,000/s).
+    assert result.rate >= 0.2 * workers / handler_s, f"{result.rate:.0f} msgs/s"
