@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -30,6 +30,12 @@ from redis.exceptions import NoScriptError, ResponseError
 from ..._errors import ConfigError
 
 Command = tuple[Any, ...]
+
+_pack_one: Callable[[Command], bytes] | None
+try:
+    from hiredis import pack_command as _pack_one
+except ImportError:  # pragma: no cover - redis[hiredis] is the documented install
+    _pack_one = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +128,11 @@ class SingleLink(Link):
         for attempt in (0, 1):
             conn, reused = self._take()
             try:
-                if len(cmds) == 1:
-                    conn.send_command(*cmds[0])
+                if _pack_one is not None:
+                    packed: Any = [b"".join([_pack_one(c) for c in cmds])]
                 else:
-                    conn.send_packed_command(conn.pack_commands(cmds))
+                    packed = conn.pack_commands(cmds)
+                conn.send_packed_command(packed, check_health=False)
                 replies: list[Any] = []
                 for _ in cmds:
                     try:
