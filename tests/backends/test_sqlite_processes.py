@@ -8,6 +8,7 @@ This module is also the children's entry point::
 
     python -m tests.backends.test_sqlite_processes worker URL NS HISTORY CONCURRENCY LEASE_S WORK_MS BURST
     python -m tests.backends.test_sqlite_processes zygote URL NS ACKS_DIR
+    python -m tests.backends.test_sqlite_processes unique URL NS TIMES
 
 How acks are timed: a worker records an ACK line after ``finish`` returns, which can be
 later than the next job of the lane starting in another process (a false order
@@ -149,11 +150,25 @@ def run_zygote(url: str, ns: str, acks_dir: str) -> None:
             print("killed", int(arg), os.waitstatus_to_exitcode(status), flush=True)
 
 
+def run_unique(url: str, ns: str, times: int) -> None:
+    """Enqueue the same unique key ``times`` times, printing the id each call got."""
+    app = laneway.App(url, namespace=ns)
+
+    @app.task(name=TASK, queue=QUEUE)
+    def step(lane: str, seq: int) -> None: ...
+
+    for i in range(times):
+        print(step.options(unique="the-one", lane="u").enqueue("u", i).id, flush=True)
+    app.close()
+
+
 def _main(argv: list[str]) -> None:
     role, url, ns = argv[:3]
     if role == "worker":
         history, concurrency, lease_s, work_ms, burst = argv[3:8]
         run_worker(url, ns, history, int(concurrency), float(lease_s), float(work_ms), burst == "1")
+    elif role == "unique":
+        run_unique(url, ns, int(argv[3]))
     elif role == "zygote":
         run_zygote(url, ns, argv[3])
     else:
@@ -290,6 +305,23 @@ def test_four_worker_processes_drain_2000_laned_jobs_in_order_without_loss_or_du
     claimers = {e.worker for e in load_history(history) if e.kind is EventKind.CLAIM}
     assert len(claimers) == 4, "every process took part"
     assert check_invariants(db, ns) == []
+
+
+def test_one_unique_key_enqueued_1000_times_from_8_processes_makes_exactly_one_job(tmp_path: Path) -> None:
+    """RELIABILITY fault 11: every caller gets the one job's id."""
+    db, ns = tmp_path / "laneway.db", "uniq"
+    url = f"sqlite:///{db}"
+    SQLiteBackend(url, namespace=ns).close()
+    procs = [spawn("unique", url, ns, 125, stdout=subprocess.PIPE) for _ in range(8)]
+    ids: list[str] = []
+    for p in procs:
+        out, _ = p.communicate(timeout=120)
+        assert p.returncode == 0
+        ids += out.decode().split()
+    assert len(ids) == 1000 and len(set(ids)) == 1
+    with sqlite3.connect(db) as conn:
+        assert conn.execute(f'SELECT count(*) FROM "{ns}_jobs"').fetchone()[0] == 1
+    conn.close()
 
 
 def test_acknowledged_enqueues_survive_kill_9_of_producers_mid_transaction(tmp_path: Path) -> None:
