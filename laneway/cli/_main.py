@@ -6,6 +6,7 @@ import click
 
 from ..bus._cli import bus_group
 from ..dashboard._cli import dashboard_command
+from ..streams._cli import kafka_consume
 from ._bench import bench_command
 from ._demo import chaos_command, demo_command
 from ._ops import dead_group, jobs_group, migrate_command, stats_command
@@ -18,20 +19,22 @@ def cli() -> None:
     """laneway: jobs and messages with order per key."""
 
 
-cli.add_command(worker_command)
-cli.add_command(stats_command)
-cli.add_command(jobs_group)
-cli.add_command(dead_group)
-cli.add_command(migrate_command)
-cli.add_command(demo_command)
-cli.add_command(chaos_command)
-cli.add_command(dashboard_command)
+for _command in (
+    worker_command,
+    demo_command,
+    stats_command,
+    jobs_group,
+    dead_group,
+    bus_group,
+    dashboard_command,
+    bench_command,
+    chaos_command,
+    migrate_command,
+    kafka_consume,
+):
+    cli.add_command(_command)
 
 
 def main() -> None:
     """Entry point of the ``laneway`` script."""
     cli()
-
-
-cli.add_command(bench_command)
-cli.add_command(bus_group)
