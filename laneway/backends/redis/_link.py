@@ -31,6 +31,11 @@ from ..._errors import ConfigError
 
 Command = tuple[Any, ...]
 
+RECONNECT_S = 5.0
+"""How long a command keeps trying to reach a server that went away before it raises."""
+RECONNECT_FIRST_PAUSE_S = 0.02
+RECONNECT_MAX_PAUSE_S = 0.25
+
 _pack_one: Callable[[Command], bytes] | None
 try:
     from hiredis import pack_command as _pack_one
@@ -123,33 +128,57 @@ class SingleLink(Link):
             if conn in self._all:
                 self._all.remove(conn)
 
+    def _drop_idle(self) -> None:
+        """Forget every idle connection: one died, so the server went away and they did too."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+            for conn in idle:
+                if conn in self._all:
+                    self._all.remove(conn)
+        for conn in idle:
+            conn.disconnect()
+
+    def _once(self, conn: Any, cmds: Sequence[Command]) -> list[Any]:
+        packed: Any = [b"".join([_pack_one(c) for c in cmds])] if _pack_one else conn.pack_commands(cmds)
+        conn.send_packed_command(packed, check_health=False)
+        replies: list[Any] = []
+        for _ in cmds:
+            try:
+                replies.append(conn.read_response())
+            except ResponseError as exc:
+                replies.append(exc)
+        return replies
+
     def _roundtrip(self, cmds: Sequence[Command]) -> list[Any]:
-        """Send ``cmds`` and read every reply; retries once when a reused connection died."""
-        for attempt in (0, 1):
+        """Send ``cmds`` and read every reply.
+
+        A lost connection is retried on fresh connections, backing off, for up to
+        ``RECONNECT_S``: a restarted server is found again without the caller noticing.
+        Every script is safe to repeat (``enqueue`` stores an id once; a repeated claim at
+        worst leases jobs nobody runs until the lease runs out).
+        """
+        deadline, pause = 0.0, RECONNECT_FIRST_PAUSE_S
+        while True:
             conn, reused = self._take()
             try:
-                if _pack_one is not None:
-                    packed: Any = [b"".join([_pack_one(c) for c in cmds])]
-                else:
-                    packed = conn.pack_commands(cmds)
-                conn.send_packed_command(packed, check_health=False)
-                replies: list[Any] = []
-                for _ in cmds:
-                    try:
-                        replies.append(conn.read_response())
-                    except ResponseError as exc:
-                        replies.append(exc)
+                replies = self._once(conn, cmds)
             except (RedisConnectionError, OSError):
                 self._drop(conn)
-                if reused and attempt == 0:
-                    continue
-                raise
+                now = time.monotonic()
+                deadline = deadline or now + RECONNECT_S
+                if now >= deadline:
+                    raise
+                if reused:
+                    self._drop_idle()
+                else:
+                    time.sleep(pause)
+                    pause = min(pause * 2, RECONNECT_MAX_PAUSE_S)
+                continue
             except BaseException:
                 self._drop(conn)
                 raise
             self._idle.append(conn)
             return replies
-        raise AssertionError("unreachable")
 
     def _repair(self, cmds: Sequence[Command], replies: list[Any]) -> list[Any]:
         missing = [
@@ -175,6 +204,8 @@ class SingleLink(Link):
         return self._repair(cmds, self._roundtrip(cmds))
 
     def wait(self, wake_keys: Sequence[str], channels: Sequence[str], timeout_s: float) -> None:
+        """``BLPOP`` on the wake lists; a lost connection just ends the wait (after a pause,
+        so a worker whose server is away retries at a calm pace)."""
         conn, _ = self._take()
         limit = conn.socket_timeout
         if limit is not None:
@@ -182,6 +213,11 @@ class SingleLink(Link):
         try:
             conn.send_command("BLPOP", *wake_keys, f"{timeout_s:.3f}")
             conn.read_response()
+        except (RedisConnectionError, OSError):
+            self._drop(conn)
+            self._drop_idle()
+            time.sleep(min(timeout_s, RECONNECT_MAX_PAUSE_S))
+            return
         except BaseException:
             self._drop(conn)
             raise

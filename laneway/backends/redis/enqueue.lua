@@ -7,7 +7,9 @@ ARGV  [1] wake channel prefix ('' = wake lists), [2] periodic schedule name ('' 
       max_attempts, timeout_s (''), unique (''), result_ttl_us, on_dead_block ('1'/''),
       delay_us, run_at_us ('' = now + delay).
 Returns one entry per job: 1 when stored, else the id of the pending job holding its
-unique key. With a tick: {0} when the tick was already taken.
+unique key (or the job's own id when a job with that id is stored already: a repeated
+call after a lost reply stores nothing twice). With a tick: {0} when the tick was
+already taken.
 ]]
 
 local tick_name = ARGV[2]
@@ -22,6 +24,7 @@ local order = redis.call('HINCRBY', KEYS[1], 'i', (#ARGV - 3) / 13) - (#ARGV - 3
 for i = 4, #ARGV, 13 do
   local id, q, lane, uniq = ARGV[i], ARGV[i + 2], ARGV[i + 3], ARGV[i + 8]
   local holder = uniq ~= '' and redis.call('HGET', P .. 'u', uniq)
+  if not holder and redis.call('EXISTS', jkey(id)) == 1 then holder = id end
   if holder then
     out[#out + 1] = holder
   else
