@@ -52,3 +52,10 @@ def test_bench_refuses_unknown_phase_and_pending_work(tmp_path: Path) -> None:
     run_bench(BenchConfig(url=url, jobs=20, phases=["enqueue"]))  # leaves 20 queued jobs
     with pytest.raises(ConfigError, match="pending"):
         run_bench(BenchConfig(url=url, jobs=20, phases=["enqueue"]))
+
+
+def test_cli_lists_the_same_phases_as_the_bench() -> None:
+    from laneway import _bench
+    from laneway.cli import _bench as cli_bench
+
+    assert cli_bench.PHASES == tuple(_bench.PHASES)

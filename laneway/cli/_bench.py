@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from .. import _constants as C
-from .._bench import PHASES, BenchConfig, BenchResult, PhaseResult, as_dict, run_bench
 from .._errors import LanewayError
 from ._common import console, emit_json, err_console
+
+if TYPE_CHECKING:  # imported when the command runs: every ``laneway`` start-up would pay for them
+    from rich.progress import Progress, TaskID
+    from rich.table import Table
+
+    from .._bench import BenchResult, PhaseResult
+
+PHASES = ("enqueue", "async", "bulk", "drain", "ordered", "latency")
 
 
 class _Bars:
@@ -40,6 +46,8 @@ def _num(value: float | None, digits: int = 0) -> str:
 
 
 def _table(result: BenchResult) -> Table:
+    from rich.table import Table
+
     lanes = "one per job" if result.lanes is None else str(result.lanes)
     t = Table(
         title=f"laneway bench on {result.url} (namespace {result.namespace}; {result.processes} worker "
@@ -88,6 +96,10 @@ def bench_command(
     Uses its own namespace and a no-op task; needs nothing but the backend (a SQLite URL
     needs no server). Run it where your workers would run to size a deployment.
     """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .._bench import BenchConfig, as_dict, run_bench
+
     logging.getLogger("laneway").setLevel(log_level.upper())
     try:
         n_lanes = None if lanes == "unique" else int(lanes)
