@@ -46,6 +46,7 @@ PAGE_SIZE = 50
 THROUGHPUT_CACHE_S = 15.0
 MAX_BULK_RETRY = 10_000
 FLASH_COOKIE = "laneway_flash"
+REFRESH_HEADER = "x-laneway-refresh"
 FLASH_MAX_CHARS = 300
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -63,9 +64,15 @@ class Dashboard:
     """
 
     def __init__(
-        self, backend: Backend, security: Security, *, namespace: str, refresh_s: float, sample_s: float,
+        self,
+        backend: Backend,
+        security: Security,
+        *,
+        namespace: str,
+        refresh_s: float,
+        sample_s: float,
         throughput_scan: int,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.backend = backend
         self.security = security
         self.namespace = namespace
@@ -85,13 +92,17 @@ class Dashboard:
         if not cookie:
             cookie = fresh = new_csrf_cookie()
         here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        flash = unquote(request.cookies.get(FLASH_COOKIE, ""))
+        flash = "" if _refreshing(request) else unquote(request.cookies.get(FLASH_COOKIE, ""))
         ctx = P.Ctx(
-            csrf=self.security.csrf_token(cookie), read_only=self.security.read_only, here=here,
-            namespace=self.namespace, now=self.backend.now(), flash=flash[:FLASH_MAX_CHARS] or None,
+            csrf=self.security.csrf_token(cookie),
+            read_only=self.security.read_only,
+            here=here,
+            namespace=self.namespace,
+            now=self.backend.now(),
+            flash=flash[:FLASH_MAX_CHARS] or None,
             signed_in=SESSION_COOKIE in request.cookies and self.security.token is not None,
             refresh_s=self.refresh_s,
-        )  # fmt: skip
+        )
         return ctx, fresh
 
     def _page(
@@ -101,7 +112,7 @@ class Dashboard:
         response = HTMLResponse(P.layout(ctx, title, build(ctx)), status_code=status)
         if fresh:
             _set_cookie(response, request, CSRF_COOKIE, fresh)
-        if FLASH_COOKIE in request.cookies:
+        if FLASH_COOKIE in request.cookies and not _refreshing(request):
             response.delete_cookie(FLASH_COOKIE, path="/", httponly=True, samesite="strict")
         return response
 
@@ -138,13 +149,20 @@ class Dashboard:
             offset = max(0, int(q.get("offset", "0")))
         except ValueError:
             return PlainTextResponse("bad status or offset", status_code=400)
-        f = P.JobFilter(queue=q.get("queue") or None, status=status, lane=q.get("lane") or None,
-                        offset=offset, limit=PAGE_SIZE)  # fmt: skip
-        recs = self.backend.list_jobs(queue=f.queue, status=f.status, lane=f.lane, limit=f.limit + 1,
-                                      offset=f.offset)  # fmt: skip
+        f = P.JobFilter(
+            queue=q.get("queue") or None,
+            status=status,
+            lane=q.get("lane") or None,
+            offset=offset,
+            limit=PAGE_SIZE,
+        )
+        recs = self.backend.list_jobs(
+            queue=f.queue, status=f.status, lane=f.lane, limit=f.limit + 1, offset=f.offset
+        )
         title = "Dead letters" if dead else "Jobs"
-        return self._page(request, title, lambda ctx: P.jobs_page(ctx, recs[: f.limit], f, len(recs) > f.limit,
-                                                                  dead=dead))  # fmt: skip
+        return self._page(
+            request, title, lambda ctx: P.jobs_page(ctx, recs[: f.limit], f, len(recs) > f.limit, dead=dead)
+        )
 
     def job(self, request: Request) -> Response:
         job_id = request.path_params["job_id"]
@@ -244,10 +262,13 @@ class Dashboard:
         nonce = secrets.token_urlsafe(16)
         target = _local(request.query_params.get("next")) or _local(request.url.path) or "/"
         page = fill(
-            "login.html", nonce=esc(nonce), style=Html(static_text("dashboard.css")),
-            csrf=esc(self.security.csrf_token(cookie)), next=esc(target),
+            "login.html",
+            nonce=esc(nonce),
+            style=Html(static_text("dashboard.css")),
+            csrf=esc(self.security.csrf_token(cookie)),
+            next=esc(target),
             error=Html(f'<p class="flash err">{esc(error)}</p>') if error else Html(""),
-        )  # fmt: skip
+        )
         response = HTMLResponse(page, status_code=status)
         response.headers["content-security-policy"] = (
             f"default-src 'none'; style-src 'nonce-{nonce}'; form-action 'self'; frame-ancestors 'none'"
@@ -260,8 +281,11 @@ class Dashboard:
     def unauthorized(self, request: Request) -> Response:
         if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
             return self.login_page(request)
-        return PlainTextResponse("401: this dashboard needs its token", status_code=401,
-                                 headers={"www-authenticate": 'Bearer realm="laneway"'})  # fmt: skip
+        return PlainTextResponse(
+            "401: this dashboard needs its token",
+            status_code=401,
+            headers={"www-authenticate": 'Bearer realm="laneway"'},
+        )
 
     async def login(self, request: Request) -> Response:
         if self.security.token is None:
@@ -331,19 +355,33 @@ def _local(target: str | None) -> str | None:
     return target if not parts.scheme and not parts.netloc else None
 
 
+def _refreshing(request: Request) -> bool:
+    """An in-place refresh by the page's script: it must not consume an action's message,
+    which belongs to the page the browser is navigating to."""
+    return request.headers.get(REFRESH_HEADER) == "1"
+
+
 def _redirect(request: Request, target: str, flash: str | None = None) -> Response:
     """A 303 to ``target``; ``flash`` rides in a short-lived cookie (never in the URL, so a
     crafted link cannot put words on the page)."""
     response = RedirectResponse(target, status_code=303)
     if flash:
-        response.set_cookie(FLASH_COOKIE, quote(flash[:FLASH_MAX_CHARS]), max_age=60, path="/", httponly=True,
-                            samesite="strict", secure=request.url.scheme == "https")  # fmt: skip
+        response.set_cookie(
+            FLASH_COOKIE,
+            quote(flash[:FLASH_MAX_CHARS]),
+            max_age=60,
+            path="/",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
     return response
 
 
 def _set_cookie(response: Response, request: Request, name: str, value: str) -> None:
-    response.set_cookie(name, value, path="/", httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https")  # fmt: skip
+    response.set_cookie(
+        name, value, path="/", httponly=True, samesite="strict", secure=request.url.scheme == "https"
+    )
 
 
 def create_app(
@@ -373,8 +411,14 @@ def create_app(
     backend = target.backend if isinstance(target, App) else target
     ns = namespace or (target.namespace if isinstance(target, App) else getattr(backend, "namespace", ""))
     security = Security(token, read_only=read_only, allowed_hosts=allowed_hosts)
-    dash = Dashboard(backend, security, namespace=str(ns), refresh_s=refresh_s, sample_s=sample_s,
-                     throughput_scan=throughput_scan)  # fmt: skip
+    dash = Dashboard(
+        backend,
+        security,
+        namespace=str(ns),
+        refresh_s=refresh_s,
+        sample_s=sample_s,
+        throughput_scan=throughput_scan,
+    )
     app = Starlette(
         routes=dash.routes(),
         middleware=[Middleware(Guard, security=security, unauthorized=dash.unauthorized)],

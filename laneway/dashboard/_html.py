@@ -121,15 +121,21 @@ def badge(status: Status | str) -> Html:
 
 
 def button_form(
-    action: str, label: str, csrf: str, *, fields: Mapping[str, str] | None = None,
-    confirm: str | None = None, cls: str = "",
-) -> Html:  # fmt: skip
+    action: str,
+    label: str,
+    csrf: str,
+    *,
+    fields: Mapping[str, str] | None = None,
+    confirm: str | None = None,
+    cls: str = "",
+) -> Html:
     """A one-button POST form carrying the CSRF token (``confirm`` asks first, in JS)."""
     hidden = [void("input", type="hidden", name="csrf", value=csrf)]
     hidden += [void("input", type="hidden", name=k, value=v) for k, v in (fields or {}).items()]
     button = tag("button", label, type="submit", cls=f"btn {cls}".strip())
-    return tag("form", join([*hidden, button]), method="post", action=action, cls="inline",
-               data_confirm=confirm)  # fmt: skip
+    return tag(
+        "form", join([*hidden, button]), method="post", action=action, cls="inline", data_confirm=confirm
+    )
 
 
 def throughput_chart(tp: Throughput) -> Html:
@@ -158,12 +164,33 @@ def _bar(i: int, bar_w: float, plot_h: float, ok: float, dead: float, label: str
     x, base = i * bar_w, _PAD_TOP + plot_h
     h_ok, h_dead = plot_h * ok, plot_h * dead
     w = f"{max(bar_w - 2, 1):.1f}"
-    return tag("g", join([
-        tag("title", label),
-        tag("rect", x=f"{x + 1:.1f}", y=f"{base - h_ok:.1f}", width=w, height=f"{h_ok:.1f}", cls="ok"),
-        tag("rect", x=f"{x + 1:.1f}", y=f"{base - h_ok - h_dead:.1f}", width=w, height=f"{h_dead:.1f}", cls="dead"),
-        tag("rect", x=f"{x:.1f}", y=str(_PAD_TOP), width=f"{bar_w:.1f}", height=f"{plot_h:.1f}", cls="hit"),
-    ]))  # fmt: skip
+    return tag(
+        "g",
+        join(
+            [
+                tag("title", label),
+                tag(
+                    "rect", x=f"{x + 1:.1f}", y=f"{base - h_ok:.1f}", width=w, height=f"{h_ok:.1f}", cls="ok"
+                ),
+                tag(
+                    "rect",
+                    x=f"{x + 1:.1f}",
+                    y=f"{base - h_ok - h_dead:.1f}",
+                    width=w,
+                    height=f"{h_dead:.1f}",
+                    cls="dead",
+                ),
+                tag(
+                    "rect",
+                    x=f"{x:.1f}",
+                    y=str(_PAD_TOP),
+                    width=f"{bar_w:.1f}",
+                    height=f"{plot_h:.1f}",
+                    cls="hit",
+                ),
+            ]
+        ),
+    )
 
 
 def samples_chart(points: Sequence[Sample], now: float) -> Html:
@@ -173,8 +200,12 @@ def samples_chart(points: Sequence[Sample], now: float) -> Html:
     first = points[0].at
     span = max(now - first, 1.0)
     plot_h = CHART_H - _PAD_TOP - 18
-    series = {"depth": [p.depth for p in points], "running": [p.running for p in points],
-              "delayed": [p.delayed for p in points], "dead": [p.dead for p in points]}  # fmt: skip
+    series = {
+        "depth": [p.depth for p in points],
+        "running": [p.running for p in points],
+        "delayed": [p.delayed for p in points],
+        "dead": [p.dead for p in points],
+    }
     top = max([*(v for values in series.values() for v in values), 1])
     lines = []
     for name, values in series.items():
@@ -195,12 +226,14 @@ def legend(names: Sequence[str]) -> Html:
 
 def _axis(top: str, left: str, right: str, plot_h: float) -> Html:
     y = _PAD_TOP + plot_h
-    return join([
-        tag("line", x1="0", y1=f"{y:.1f}", x2=str(CHART_W), y2=f"{y:.1f}", cls="axis"),
-        tag("text", top, x="2", y="10", cls="label"),
-        tag("text", left, x="2", y=str(CHART_H - 3), cls="label"),
-        tag("text", right, x=str(CHART_W - 2), y=str(CHART_H - 3), cls="label end"),
-    ])  # fmt: skip
+    return join(
+        [
+            tag("line", x1="0", y1=f"{y:.1f}", x2=str(CHART_W), y2=f"{y:.1f}", cls="axis"),
+            tag("text", top, x="2", y="10", cls="label"),
+            tag("text", left, x="2", y=str(CHART_H - 3), cls="label"),
+            tag("text", right, x=str(CHART_W - 2), y=str(CHART_H - 3), cls="label end"),
+        ]
+    )
 
 
 def _svg(content: Html, title: str) -> Html:

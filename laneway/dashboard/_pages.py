@@ -59,25 +59,39 @@ def layout(ctx: Ctx, title: str, body: Html) -> Html:
     logout = button_form("/logout", "Sign out", ctx.csrf, cls="ghost") if ctx.signed_in else Html("")
     flash = tag("p", ctx.flash, cls="flash", role="status") if ctx.flash else Html("")
     return fill(
-        "base.html", title=esc(title), namespace=esc(ctx.namespace), nav=nav, mode=mode, logout=logout,
-        flash=flash, body=body, refresh=esc(f"{ctx.refresh_s:g}"), now=when(ctx.now), csrf=esc(ctx.csrf),
-    )  # fmt: skip
+        "base.html",
+        title=esc(title),
+        namespace=esc(ctx.namespace),
+        nav=nav,
+        mode=mode,
+        logout=logout,
+        flash=flash,
+        body=body,
+        refresh=esc(f"{ctx.refresh_s:g}"),
+        now=when(ctx.now),
+        csrf=esc(ctx.csrf),
+    )
 
 
 def _card(label: str, value: object, cls: str = "") -> Html:
-    return tag("div", join([tag("span", value, cls="value"), tag("span", label, cls="label")]),
-               cls=f"card {cls}".strip())  # fmt: skip
+    return tag(
+        "div",
+        join([tag("span", value, cls="value"), tag("span", label, cls="label")]),
+        cls=f"card {cls}".strip(),
+    )
 
 
 def cards(stats: Sequence[QueueStats], blocked: int) -> Html:
     """Totals over ``stats``: depth, running, delayed, dead, blocked lanes."""
-    return join([
-        _card("depth", sum(s.queued + s.retrying for s in stats)),
-        _card("running", sum(s.running for s in stats)),
-        _card("delayed", sum(s.scheduled for s in stats)),
-        _card("dead", sum(s.dead for s in stats), "bad" if any(s.dead for s in stats) else ""),
-        _card("blocked lanes", blocked, "bad" if blocked else ""),
-    ])  # fmt: skip
+    return join(
+        [
+            _card("depth", sum(s.queued + s.retrying for s in stats)),
+            _card("running", sum(s.running for s in stats)),
+            _card("delayed", sum(s.scheduled for s in stats)),
+            _card("dead", sum(s.dead for s in stats), "bad" if any(s.dead for s in stats) else ""),
+            _card("blocked lanes", blocked, "bad" if blocked else ""),
+        ]
+    )
 
 
 def queues_table(stats: Sequence[QueueStats]) -> Html:
@@ -109,15 +123,27 @@ def lanes_table(lanes: Sequence[LaneInfo], *, show_queue: bool) -> Html:
     """Lanes with their depth, head, head attempts and state."""
     rows = []
     for lane in lanes:
-        state = (tag("span", "blocked", cls="badge s-dead") if lane.blocked
-                 else tag("span", "held", cls="badge s-running") if lane.held else Html("waiting"))  # fmt: skip
-        row: list[object] = [link(url("/jobs", queue=lane.queue, lane=lane.lane), lane.lane), lane.depth,
-                             link(f"/jobs/{lane.head_id}", short_id(lane.head_id), title=lane.head_id, cls="id"), badge(lane.head_status),
-                             lane.head_attempts, age(lane.head_age_s), state]  # fmt: skip
+        state = (
+            tag("span", "blocked", cls="badge s-dead")
+            if lane.blocked
+            else tag("span", "held", cls="badge s-running")
+            if lane.held
+            else Html("waiting")
+        )
+        row: list[object] = [
+            link(url("/jobs", queue=lane.queue, lane=lane.lane), lane.lane),
+            lane.depth,
+            link(f"/jobs/{lane.head_id}", short_id(lane.head_id), title=lane.head_id, cls="id"),
+            badge(lane.head_status),
+            lane.head_attempts,
+            age(lane.head_age_s),
+            state,
+        ]
         rows.append([link(url(f"/queues/{lane.queue}"), lane.queue), *row] if show_queue else row)
     cols = ["lane", "depth", "head", "head status", "head attempts", "head age", "state"]
-    return table(["queue", *cols] if show_queue else cols, rows, empty="No lane has pending work.",
-                 cls="lanes")  # fmt: skip
+    return table(
+        ["queue", *cols] if show_queue else cols, rows, empty="No lane has pending work.", cls="lanes"
+    )
 
 
 def overview(
@@ -128,21 +154,29 @@ def overview(
     if tp.truncated:
         note += " The scan limit was reached: older minutes may be undercounted."
     return fill(
-        "overview.html", cards=cards(stats, lanes.blocked), queues=queues_table(stats),
-        throughput=throughput_chart(tp), throughput_legend=legend(["succeeded", "dead"]), throughput_note=esc(note),
-        samples=samples_chart(points, ctx.now), samples_legend=legend(["depth", "running", "delayed", "dead"]),
+        "overview.html",
+        cards=cards(stats, lanes.blocked),
+        queues=queues_table(stats),
+        throughput=throughput_chart(tp),
+        throughput_legend=legend(["succeeded", "dead"]),
+        throughput_note=esc(note),
+        samples=samples_chart(points, ctx.now),
+        samples_legend=legend(["depth", "running", "delayed", "dead"]),
         lanes=lanes_table(lanes.lanes, show_queue=True),
-    )  # fmt: skip
+    )
 
 
 def queue_page(
     ctx: Ctx, queue: str, stat: QueueStats | None, lanes: LaneView, recent: Sequence[JobRecord]
 ) -> Html:
     return fill(
-        "queue.html", queue=esc(queue), cards=cards([stat] if stat else [], lanes.blocked),
-        lanes=lanes_table(lanes.lanes, show_queue=False), jobs=jobs_table(ctx, recent),
+        "queue.html",
+        queue=esc(queue),
+        cards=cards([stat] if stat else [], lanes.blocked),
+        lanes=lanes_table(lanes.lanes, show_queue=False),
+        jobs=jobs_table(ctx, recent),
         all_jobs=esc(url("/jobs", queue=queue)),
-    )  # fmt: skip
+    )
 
 
 def job_actions(ctx: Ctx, rec: JobRecord, back: str) -> Html:
@@ -155,18 +189,35 @@ def job_actions(ctx: Ctx, rec: JobRecord, back: str) -> Html:
             button_form(f"/jobs/{rec.id}/retry", "Retry", ctx.csrf, fields={"next": back}, cls="primary")
         )
     if rec.status in CANCELLABLE:
-        parts.append(button_form(f"/jobs/{rec.id}/cancel", "Cancel", ctx.csrf, fields={"next": back},
-                                 confirm=f"Cancel job {rec.id}?", cls="danger"))  # fmt: skip
+        parts.append(
+            button_form(
+                f"/jobs/{rec.id}/cancel",
+                "Cancel",
+                ctx.csrf,
+                fields={"next": back},
+                confirm=f"Cancel job {rec.id}?",
+                cls="danger",
+            )
+        )
     return join(parts)
 
 
 def jobs_table(ctx: Ctx, recs: Sequence[JobRecord]) -> Html:
     rows = [
-        [link(f"/jobs/{r.id}", short_id(r.id), title=r.id, cls="id"), r.task, r.queue, r.lane or "", badge(r.status),
-         f"{r.attempts}/{r.max_attempts}", when(r.enqueued_at), when(r.finished_at),
-         tag("span", (r.error or "")[:80], title=r.error or None, cls="err"), job_actions(ctx, r, ctx.here)]
+        [
+            link(f"/jobs/{r.id}", short_id(r.id), title=r.id, cls="id"),
+            r.task,
+            r.queue,
+            r.lane or "",
+            badge(r.status),
+            f"{r.attempts}/{r.max_attempts}",
+            when(r.enqueued_at),
+            when(r.finished_at),
+            tag("span", (r.error or "")[:80], title=r.error or None, cls="err"),
+            job_actions(ctx, r, ctx.here),
+        ]
         for r in recs
-    ]  # fmt: skip
+    ]
     cols = ["id", "task", "queue", "lane", "status", "attempts", "enqueued", "finished", "error", ""]
     return table(cols, rows, empty="No jobs match.", cls="jobs")
 
@@ -185,10 +236,13 @@ def jobs_page(ctx: Ctx, recs: Sequence[JobRecord], f: JobFilter, has_more: bool,
     base = "/dead" if dead else "/jobs"
     statuses = [] if dead else [None, *Status]
     filters = join(
-        link(url(base, queue=f.queue, lane=f.lane, status=s.value if s else None), s.value if s else "all",
-             aria_current="page" if s == f.status else None)
+        link(
+            url(base, queue=f.queue, lane=f.lane, status=s.value if s else None),
+            s.value if s else "all",
+            aria_current="page" if s == f.status else None,
+        )
         for s in statuses
-    )  # fmt: skip
+    )
     heading = "Dead letters" if dead else "Jobs"
     if f.queue:
         heading += f" of {f.queue}"
@@ -201,8 +255,14 @@ def jobs_page(ctx: Ctx, recs: Sequence[JobRecord], f: JobFilter, has_more: bool,
     if has_more:
         pager.append(link(url(base, **query, offset=f.offset + f.limit), "older"))
     actions = dead_actions(ctx, f.queue) if dead and recs else Html("")
-    return fill("jobs.html", heading=esc(heading), filters=filters, actions=actions, jobs=jobs_table(ctx, recs),
-                pager=join(pager))  # fmt: skip
+    return fill(
+        "jobs.html",
+        heading=esc(heading),
+        filters=filters,
+        actions=actions,
+        jobs=jobs_table(ctx, recs),
+        pager=join(pager),
+    )
 
 
 def dead_actions(ctx: Ctx, queue: str | None) -> Html:
@@ -210,47 +270,106 @@ def dead_actions(ctx: Ctx, queue: str | None) -> Html:
         return Html("")
     scope = f"every dead job of {queue}" if queue else "every dead job"
     fields = {"queue": queue or "", "next": ctx.here}
-    return tag("div", join([
-        button_form("/dead/retry", "Retry all", ctx.csrf, fields=fields, confirm=f"Retry {scope}?", cls="primary"),
-        button_form("/dead/purge", "Purge all", ctx.csrf, fields=fields,
-                    confirm=f"Delete {scope}? Lanes blocked behind them move on.", cls="danger"),
-    ]), cls="actions")  # fmt: skip
+    return tag(
+        "div",
+        join(
+            [
+                button_form(
+                    "/dead/retry",
+                    "Retry all",
+                    ctx.csrf,
+                    fields=fields,
+                    confirm=f"Retry {scope}?",
+                    cls="primary",
+                ),
+                button_form(
+                    "/dead/purge",
+                    "Purge all",
+                    ctx.csrf,
+                    fields=fields,
+                    confirm=f"Delete {scope}? Lanes blocked behind them move on.",
+                    cls="danger",
+                ),
+            ]
+        ),
+        cls="actions",
+    )
 
 
 def job_page(ctx: Ctx, rec: JobRecord, call: CallView) -> Html:
     """One job: its facts, arguments, result, error and traceback."""
     lane = link(url("/jobs", queue=rec.queue, lane=rec.lane), rec.lane) if rec.lane else "(none)"
     facts = [
-        ("task", rec.task), ("queue", link(url(f"/queues/{rec.queue}"), rec.queue)), ("lane", lane),
-        ("position in lane", rec.seq), ("priority", rec.priority), ("attempts", f"{rec.attempts} of {rec.max_attempts}"),
-        ("enqueued", when(rec.enqueued_at)), ("due", when(rec.run_at)), ("started", when(rec.started_at)),
-        ("finished", when(rec.finished_at)), ("worker", rec.worker), ("lease token", rec.token),
-        ("timeout", f"{rec.timeout_s:g} s" if rec.timeout_s is not None else None), ("unique key", rec.unique),
-        ("on dead", rec.on_dead.value), ("result kept", f"{rec.result_ttl_s:g} s"),
-    ]  # fmt: skip
+        ("task", rec.task),
+        ("queue", link(url(f"/queues/{rec.queue}"), rec.queue)),
+        ("lane", lane),
+        ("position in lane", rec.seq),
+        ("priority", rec.priority),
+        ("attempts", f"{rec.attempts} of {rec.max_attempts}"),
+        ("enqueued", when(rec.enqueued_at)),
+        ("due", when(rec.run_at)),
+        ("started", when(rec.started_at)),
+        ("finished", when(rec.finished_at)),
+        ("worker", rec.worker),
+        ("lease token", rec.token),
+        ("timeout", f"{rec.timeout_s:g} s" if rec.timeout_s is not None else None),
+        ("unique key", rec.unique),
+        ("on dead", rec.on_dead.value),
+        ("result kept", f"{rec.result_ttl_s:g} s"),
+    ]
     dl = join(Html(tag("dt", k) + tag("dd", v)) for k, v in facts if v is not None and v != "")
     result = Html("")
     if rec.result is not None:
         result = Html(tag("h3", "result") + tag("pre", rec.result.decode("utf-8", errors="replace")))
     error = Html("")
     if rec.error or rec.traceback:
-        error = tag("section", join([tag("h2", "Last error"), tag("p", rec.error, cls="err"),
-                                     tag("pre", rec.traceback or "", cls="traceback")]))  # fmt: skip
+        error = tag(
+            "section",
+            join(
+                [
+                    tag("h2", "Last error"),
+                    tag("p", rec.error, cls="err"),
+                    tag("pre", rec.traceback or "", cls="traceback"),
+                ]
+            ),
+        )
     decode_error = tag("p", f"payload cannot be decoded: {call.error}", cls="err") if call.error else Html("")
     return fill(
-        "job.html", job_id=esc(rec.id), status=badge(rec.status), actions=job_actions(ctx, rec, ctx.here),
-        facts=dl, decode_error=decode_error, args=esc(call.args), kwargs=esc(call.kwargs),
-        headers=esc(call.headers), result=result, error=error,
-    )  # fmt: skip
+        "job.html",
+        job_id=esc(rec.id),
+        status=badge(rec.status),
+        actions=job_actions(ctx, rec, ctx.here),
+        facts=dl,
+        decode_error=decode_error,
+        args=esc(call.args),
+        kwargs=esc(call.kwargs),
+        headers=esc(call.headers),
+        result=result,
+        error=error,
+    )
 
 
 def bus_page(subs: Sequence[Subscription], raw: Sequence[RawMeta]) -> Html:
-    rows = [[s.app, s.key, link(url(f"/queues/{s.queue}"), s.queue), s.task, tag("code", s.matcher),
-             when(s.written_at)] for s in subs]  # fmt: skip
-    table_html = table(["app", "subscription", "queue", "task", "matcher", "written"], rows,
-                       empty="No subscriptions are stored (no subscribing app's worker has started).")  # fmt: skip
+    rows = [
+        [
+            s.app,
+            s.key,
+            link(url(f"/queues/{s.queue}"), s.queue),
+            s.task,
+            tag("code", s.matcher),
+            when(s.written_at),
+        ]
+        for s in subs
+    ]
+    table_html = table(
+        ["app", "subscription", "queue", "task", "matcher", "written"],
+        rows,
+        empty="No subscriptions are stored (no subscribing app's worker has started).",
+    )
     raw_html = Html("")
     if raw:
-        raw_html = Html(tag("h2", "Other stored bus values") +
-                        join(Html(tag("h3", tag("code", r.key)) + tag("pre", r.text)) for r in raw))  # fmt: skip
+        raw_html = Html(
+            tag("h2", "Other stored bus values")
+            + join(Html(tag("h3", tag("code", r.key)) + tag("pre", r.text)) for r in raw)
+        )
     return fill("bus.html", subscriptions=table_html, raw=raw_html)

@@ -219,10 +219,23 @@ def test_worker_command_serves_the_metrics_of_each_process_on_its_own_port(tmp_p
     producer.close()
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "laneway", "worker", "metrics_app:app", "-p", "2", "-c", "2",
-         "--metrics-port", str(port), "--log-level", "WARNING"],
+        [
+            sys.executable,
+            "-m",
+            "laneway",
+            "worker",
+            "metrics_app:app",
+            "-p",
+            "2",
+            "-c",
+            "2",
+            "--metrics-port",
+            str(port),
+            "--log-level",
+            "WARNING",
+        ],
         cwd=tmp_path,
-    )  # fmt: skip
+    )
     try:
         deadline = time.monotonic() + 60
         total = 0.0

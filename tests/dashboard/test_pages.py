@@ -184,6 +184,17 @@ def test_retry_button_puts_the_dead_job_back_at_the_head_of_its_lane(shop, clien
     assert "back at the head of its lane" not in client.get("/dead").text
 
 
+def test_an_in_place_refresh_leaves_the_message_to_the_page_being_opened(shop, client):
+    token = client.csrf("/dead")
+    client.post(f"/jobs/{shop.stuck.id}/retry", {"csrf": token, "next": "/dead"})
+
+    refreshed = client.get("/dead", headers={"x-laneway-refresh": "1"}).text
+    opened = client.get("/dead").text
+
+    assert "back at the head of its lane" not in refreshed
+    assert "back at the head of its lane" in opened
+
+
 def test_a_message_in_the_url_is_never_shown(client):
     assert "go to evil" not in client.get("/?flash=go+to+evil").text
 

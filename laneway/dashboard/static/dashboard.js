@@ -18,7 +18,7 @@
     var active = document.activeElement;
     if (active && active.closest && active.closest("form") && active.tagName !== "BUTTON") return;
     busy = true;
-    fetch(window.location.href, { credentials: "same-origin", headers: { Accept: "text/html" } })
+    fetch(window.location.href, { credentials: "same-origin", headers: { Accept: "text/html", "X-Laneway-Refresh": "1" } })
       .then(function (response) {
         if (response.status === 401) { window.location.reload(); return null; }
         return response.ok ? response.text() : null;
