@@ -97,7 +97,8 @@ class App(BusMixin):
         self.on_worker_start: list[Callable[[Worker], Any]] = []
         """Called with each worker of this app as it starts (extensions register here)."""
         self.system_queues: list[str] = []
-        """Queues every worker of this app also listens to, after its own (extensions)."""
+        """Queues every worker of this app also listens to, after its own (extensions).
+        Read when a worker is built, so add to it before then (not in ``on_worker_start``)."""
         self.preprocessors = Preprocessors()
         """Low-level lane message transforms: ``.send`` and ``.claim`` lists."""
         self._backend = backend
@@ -369,7 +370,7 @@ class App(BusMixin):
         done = 0
         try:
             while done < max_jobs:
-                names = list(queues) if queues else [s.queue for s in self.backend.stats()]
+                names = list(queues) if queues is not None else [s.queue for s in self.backend.stats()]
                 claimed = self.backend.claim(names, worker="inline", limit=1, lease_s=self.lease_s)
                 if not claimed:
                     break

@@ -56,7 +56,9 @@ class Backend(ABC):
         take ``seq`` in list order. A job whose ``unique`` key belongs to a pending job
         (scheduled, queued, running or retrying) is not stored; its result carries
         the existing job's id and ``created=False``. Two unique jobs in one call with
-        the same key: the second matches the first.
+        the same key: the second matches the first. A job whose ``id`` is already stored
+        (in any state) is not stored again either: ``created=False`` with that id, so an
+        extension that derives ids deterministically can enqueue idempotently.
 
         Args:
             jobs: validated jobs with ids already assigned.

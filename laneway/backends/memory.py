@@ -210,6 +210,9 @@ class MemoryBackend(Backend):
             now = self._clock()
             results = []
             for new in jobs:
+                if new.id in self._jobs:
+                    results.append(EnqueueResult(new.id, created=False))
+                    continue
                 existing = self._unique.get(new.unique) if new.unique is not None else None
                 if existing is not None:
                     results.append(EnqueueResult(existing, created=False))

@@ -227,3 +227,17 @@ def test_cancel_stops_a_queued_job_and_its_lane_moves_on(app: laneway.App) -> No
     with pytest.raises(laneway.JobCancelled):
         a.result(timeout=1)
     assert a.cancel() is False
+
+
+def test_enqueue_of_an_id_already_stored_is_not_stored_again(backend: Backend, app: laneway.App) -> None:
+    @app.task(name="t")
+    def t(i: int) -> int:
+        return i
+
+    first = app._prepare(t, [((1,), {})], t.opts)[0]
+    assert backend.enqueue([first])[0].created is True
+    drain(app)
+    again = backend.enqueue([first])
+    assert again[0].id == first.id and again[0].created is False
+    rec = backend.get_job(first.id)
+    assert rec is not None and rec.status is Status.SUCCEEDED, "the finished job was not overwritten"
