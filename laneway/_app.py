@@ -363,6 +363,7 @@ class App(BusMixin):
 
         For unit tests and scripts: retries and delayed jobs that are not yet due stay
         (advance the test clock and call again). Queues default to every queue with jobs.
+        The app's listeners see each claim and outcome, as with a worker.
         """
         from ._execute import Runner
 
@@ -374,9 +375,12 @@ class App(BusMixin):
                 claimed = self.backend.claim(names, worker="inline", limit=1, lease_s=self.lease_s)
                 if not claimed:
                     break
+                for listener in self.listeners:
+                    listener.on_claim(claimed)
                 ran = runner.run(claimed[0])
-                if not ran.applied:
-                    self.backend.finish([ran.outcome])
+                accepted = ran.accepted if ran.applied else self.backend.finish([ran.outcome])[0]
+                for listener in self.listeners:
+                    listener.on_finish(ran.outcome, accepted)
                 done += 1
         finally:
             runner.loop.close()

@@ -138,6 +138,7 @@ class Worker:
         self._cond = threading.Condition()
         self._free = concurrency
         self._held: dict[int, dict[str, JobRecord]] = {}
+        self._sending: set[str] = set()  # job ids whose outcome is on its way to the backend
         self._work: queue.SimpleQueue[list[JobRecord] | None] = queue.SimpleQueue()
         self._acks: queue.SimpleQueue[Ran | None] = queue.SimpleQueue()
         self._stopping = threading.Event()
@@ -266,6 +267,8 @@ class Worker:
                     break
                 batch.append(more)
             pending = [r.outcome for r in batch if not r.applied]
+            with self._cond:
+                self._sending.update(out.job_id for out in pending)
             _notify_finishing(self.listeners, pending)
             try:
                 sent = iter(backend.finish(pending) if pending else [])
@@ -293,6 +296,7 @@ class Worker:
                 listener.on_finish(out, ok)
         with self._cond:
             for out in batch:
+                self._sending.discard(out.job_id)
                 held = self._held.get(out.token)
                 if held is not None:
                     held.pop(out.job_id, None)
@@ -328,9 +332,14 @@ class Worker:
         if not tokens:
             return
         alive = self.app.backend.extend(tokens, self.lease_s)
-        for token, ok in zip(tokens, alive, strict=True):
-            if not ok:
-                log.warning("lease %s lost; its jobs may run elsewhere and their acks will be refused", token)
+        with self._cond:
+            lost = [
+                token
+                for token, ok in zip(tokens, alive, strict=True)
+                if not ok and token in self._held and not set(self._held[token]) <= self._sending
+            ]
+        for token in lost:
+            log.warning("lease %s lost; its jobs may run elsewhere and their acks will be refused", token)
 
     def _tick_schedules(self) -> None:
         now = self.app.backend.now()
