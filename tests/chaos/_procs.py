@@ -16,14 +16,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from laneway._history import Event, EventKind, HistoryRecorder, JobRef, load_history
-from tests.chaos._apps import clock
+from tests.chaos._apps import QUEUE, clock
 
 REPO = Path(__file__).resolve().parents[2]
 SKEW_DIR = Path(__file__).resolve().parent / "skew"
@@ -198,3 +200,35 @@ class Producer:
     def close(self) -> None:
         self.recorder.close()
         self.app.close()
+
+
+class ThreadWorkers:
+    """Workers of the chaos app in threads of this process (for ``memory://``).
+
+    They share the process-wide memory store of ``url``/``namespace`` with a
+    ``Producer`` of the same process, and record into the fleet's history.
+    """
+
+    def __init__(self, fleet: Fleet, url: str, namespace: str) -> None:
+        from tests.chaos import _apps
+
+        self.app = _apps.build(url, namespace, str(fleet.history))
+        self.workers: list[Any] = []
+        self.threads: list[threading.Thread] = []
+
+    def start(self, count: int, **settings: Any) -> None:
+        """Start ``count`` workers with ``settings`` (``concurrency``, ``lease_s``, ...)."""
+        for _ in range(count):
+            worker = self.app.worker(QUEUE, **settings)
+            thread = threading.Thread(target=worker.run, daemon=True)
+            thread.start()
+            self.workers.append(worker)
+            self.threads.append(thread)
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        for thread in self.threads:
+            thread.join(30)
+        self.workers.clear()
+        self.threads.clear()

@@ -31,6 +31,7 @@ from tests.support.private_servers import (
 )
 
 SOAK = os.environ.get("LANEWAY_SOAK") == "1"
+ALL_BACKENDS = ["memory", "sqlite", "redis", "redis-cluster", "postgres"]
 PROCESS_BACKENDS = ["sqlite", "redis", "redis-cluster", "postgres"]
 """Backends that worker processes can share (memory:// lives in one process)."""
 SERVER_BACKENDS = ["redis", "postgres"]
@@ -84,13 +85,15 @@ class Chaos:
 
 @pytest.fixture
 def chaos_factory(tmp_path: Path) -> Iterator[Callable[[str], Chaos]]:
-    """``chaos(kind)``: a shared-backend target for worker processes, cleaned up after."""
+    """``chaos(kind)``: a backend target for worker processes (``memory://``: for worker
+    threads of this process), cleaned up after."""
     made: list[Chaos] = []
 
     def make(kind: str) -> Chaos:
         if kind == "postgres" or kind == "redis":
             make_backend(kind, tmp_path).close()  # skips (or fails in CI) without a server
-        target = Chaos(kind, backend_url(kind, tmp_path), fresh_namespace())
+        url = "memory://" if kind == "memory" else backend_url(kind, tmp_path)
+        target = Chaos(kind, url, fresh_namespace())
         made.append(target)
         return target
 
