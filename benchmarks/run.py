@@ -62,10 +62,10 @@ ORDERED = [
 
 MODES = {
     "quick": {
-        "n": 2000, "runs": 1, "samples": 50, "drain_timeout": 15, "latency_timeout": 20,
-        "hold_s": 3, "timeout": 400, "ordered_phases": "drain1",
-        "raw": ["--runs", "1", "--n", "5000", "--pg-n", "1000"],
-        "scale_points": "1000,3000,10000,30000,100000", "scale_claims": 200,
+        "n": 2000, "runs": 1, "samples": 30, "drain_timeout": 10, "latency_timeout": 15,
+        "hold_s": 3, "timeout": 300, "ordered_phases": "drain1",
+        "raw": ["--runs", "1", "--n", "2000", "--pg-n", "500", "--bench-n", "20000"],
+        "scale_points": "1000,10000,100000", "scale_claims": 100,
     },
     "full": {
         "n": 20000, "runs": 3, "samples": 500, "drain_timeout": 40, "latency_timeout": 60,

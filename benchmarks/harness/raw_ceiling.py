@@ -162,6 +162,7 @@ def main():
     ap.add_argument("--pg-n", type=int, default=5000)
     ap.add_argument("--out", default=os.path.join(RESULTS_DIR, "raw_ceiling.json"))
     ap.add_argument("--skip-benchmark", action="store_true", help="only the Python-side loops")
+    ap.add_argument("--bench-n", type=int, default=200000, help="requests per redis-benchmark test")
     a = ap.parse_args()
     r = control()
     info = r.info("server")
@@ -174,8 +175,8 @@ def main():
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     steps = [
-        ("redis_benchmark_P1", lambda: redis_benchmark(1)),
-        ("redis_benchmark_P16", lambda: redis_benchmark(16)),
+        ("redis_benchmark_P1", lambda: redis_benchmark(1, a.bench_n)),
+        ("redis_benchmark_P16", lambda: redis_benchmark(16, a.bench_n)),
     ]
     if a.skip_benchmark:
         steps = []
