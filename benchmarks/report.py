@@ -100,7 +100,12 @@ def machine_md(r: Results) -> list[str]:
     if not m:
         return ["(no machine.json: run benchmarks/run.py)"]
     s = m.get("settings", {})
-    out = [
+    loads = [i.get("load_avg_at_start") or 0 for i in m.get("invocations", [m])]
+    out = []
+    if max(loads, default=0) > 1.0:
+        out.append(f"> **Smoke numbers only**: the machine was busy when this run started (load average "
+                   f"{max(loads):.1f} on {m.get('cores')} cores). Rerun on a quiet machine.\n")  # fmt: skip
+    out += [
         f"- **Run**: `{m.get('command', '?')}` ({m.get('mode')} mode), {m.get('started')} → {m.get('finished', '?')}"
         + (f", {m['duration_s'] / 60:.0f} min" if m.get("duration_s") else ""),
         f"- **Machine**: {m.get('cpu')}, {m.get('cores')} cores, {m.get('ram_gib')} GiB RAM; {m.get('os')}; "
@@ -111,6 +116,14 @@ def machine_md(r: Results) -> list[str]:
         f"- **Sizes**: {s.get('n', '?'):,} jobs per phase, {s.get('runs')} run(s) per phase (median shown), "
         f"{s.get('samples')} latency samples; drains cut {s.get('drain_timeout')} s after the first completion (`*`)",
     ]
+    parts = m.get("invocations", [])
+    if len(parts) > 1:
+        out.append(
+            "- **Run in parts**: "
+            + "; ".join(
+                f"`{i['command']}` {i['started']} ({(i.get('duration_s') or 0) / 60:.0f} min)" for i in parts
+            )
+        )
     return out
 
 

@@ -69,7 +69,7 @@ MODES = {
     },
     "full": {
         "n": 20000, "runs": 3, "samples": 500, "drain_timeout": 40, "latency_timeout": 60,
-        "hold_s": 10, "timeout": 1500, "ordered_phases": "drain1,drain2",
+        "hold_s": 10, "timeout": 1500, "ordered_phases": "drain1,drain2", "ordered_runs": 2,
         "raw": ["--runs", "3"],
         "scale_points": "1000,3000,10000,30000,100000,300000,1000000", "scale_claims": 500,
     },
@@ -234,9 +234,17 @@ def main() -> None:
         setup()
     if measuring:
         info = machine_info()
-        info.update(mode=mode_name, settings=mode, command=" ".join(["python3", "benchmarks/run.py", *sys.argv[1:]]),
-                    started=time.strftime("%Y-%m-%d %H:%M:%S"))  # fmt: skip
-        with open(os.path.join(out_dir, "machine.json"), "w") as f:
+        this = {"command": " ".join(["python3", "benchmarks/run.py", *sys.argv[1:]]), "steps": steps,
+                "started": time.strftime("%Y-%m-%d %H:%M:%S"), "load_avg_at_start": info["load_avg_at_start"]}  # fmt: skip
+        path = os.path.join(out_dir, "machine.json")
+        earlier: list[dict] = []
+        if os.path.exists(path) and not all(
+            s in steps for s in ("raw", "peers", "laneway", "ordered", "scale")
+        ):
+            with open(path) as f:  # a part of the study: keep the record of the other parts
+                earlier = json.load(f).get("invocations", [])
+        info.update(mode=mode_name, settings=mode, invocations=[*earlier, this], **this)
+        with open(path, "w") as f:
             json.dump(info, f, indent=1)
     started_servers = False
     if "servers" in steps and measuring:
@@ -259,8 +267,8 @@ def main() -> None:
                     phases = mode["ordered_phases"]
                     if lanes == "unique":  # what tagging every job with a lane costs the producer
                         phases = "enqueue," + phases
-                    bench("laneway", mode, out_dir, phases=phases,
-                          env=laneway_env(backend, lanes, batch, conc, mode["hold_s"]))  # fmt: skip
+                    bench("laneway", {**mode, "runs": mode.get("ordered_runs", mode["runs"])}, out_dir,
+                          phases=phases, env=laneway_env(backend, lanes, batch, conc, mode["hold_s"]))  # fmt: skip
         if "scale" in steps:
             for backend in backends:
                 log(f"=== scale {backend}")
@@ -279,6 +287,7 @@ def main() -> None:
         with open(path) as f:
             info = json.load(f)
         info.update(finished=time.strftime("%Y-%m-%d %H:%M:%S"), duration_s=round(time.time() - started))
+        info["invocations"][-1].update(finished=info["finished"], duration_s=info["duration_s"])
         with open(path, "w") as f:
             json.dump(info, f, indent=1)
         log(f"measured in {time.time() - started:.0f} s")
