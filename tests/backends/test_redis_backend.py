@@ -96,6 +96,13 @@ def test_an_idle_worker_waits_no_longer_than_the_next_delayed_job(backend: Redis
     assert waits <= 3, "woken when due, not by polling"
 
 
+def test_a_wait_shorter_than_a_millisecond_is_not_a_wait_forever(backend: RedisBackend) -> None:
+    began = time.monotonic()
+    for timeout in (0.0004, 0.00001, 0.0):
+        backend.wait(["default"], timeout)
+    assert time.monotonic() - began < 0.5
+
+
 def test_a_newly_earliest_delayed_job_wakes_a_waiting_worker(backend: RedisBackend) -> None:
     assert backend.claim(["default"], worker="w", limit=1, lease_s=30) == []
 

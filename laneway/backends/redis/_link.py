@@ -12,6 +12,7 @@ round trip to a local server, and claims, finishes and enqueues are the hot path
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import threading
 import time
@@ -26,6 +27,7 @@ import redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..._errors import ConfigError
 
@@ -208,11 +210,16 @@ class SingleLink(Link):
         so a worker whose server is away retries at a calm pace)."""
         conn, _ = self._take()
         limit = conn.socket_timeout
-        if limit is not None:
-            timeout_s = min(timeout_s, max(0.001, float(limit) * 0.9))
+        if limit is not None:  # leave the reply time to arrive before the socket gives up
+            timeout_s = min(timeout_s, float(limit) / 2)
+        # BLPOP's timeout 0 means forever: never round a short wait down to it
+        seconds = f"{max(math.ceil(timeout_s * 1000), 1) / 1000:.3f}"
         try:
-            conn.send_command("BLPOP", *wake_keys, f"{timeout_s:.3f}")
+            conn.send_command("BLPOP", *wake_keys, seconds)
             conn.read_response()
+        except RedisTimeoutError:  # an overloaded server: a spurious wake-up, on a new connection
+            self._drop(conn)
+            return
         except (RedisConnectionError, OSError):
             self._drop(conn)
             self._drop_idle()
