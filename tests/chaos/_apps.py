@@ -21,6 +21,7 @@ Tasks (queue ``chaos``; each records START on entry and EFFECT when its work is 
 - ``step(lane, seq, work_ms=0)``: sleep ``work_ms``;
 - ``hold(lane, seq, first_s, later_s=0)``: sleep ``first_s`` on the first delivery,
   ``later_s`` on the next ones (a long job whose re-run is short);
+- ``echo(lane, seq, data)``: returns the SHA-256 of the ``data`` it received;
 - ``gated(lane, seq, gate)``: on its first delivery, wait until the file ``gate`` exists
   (at most a minute); later deliveries go straight through;
 - ``poison(lane, seq, kind)``: never succeeds: ``raise`` (RuntimeError), ``exit``
@@ -30,12 +31,14 @@ Tasks (queue ``chaos``; each records START on entry and EFFECT when its work is 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 
 from laneway import App
 from laneway._codec import decode_call
 from laneway._demo_app import TokenHistoryListener
+from laneway._errors import DecodeError
 from laneway._execute import current_job
 from laneway._history import EventKind, HistoryRecorder
 from laneway._observe import record_in_job
@@ -52,8 +55,12 @@ def clock() -> float:
 
 
 def lane_seq(rec: JobRecord) -> tuple[str | None, int]:
-    """(lane, seq) of a chaos job: its first two arguments."""
-    args = decode_call(rec.payload).args
+    """(lane, seq) of a chaos job: its first two arguments; seq -1 when the payload does
+    not decode (the worker will send the job dead; recording it must not fail)."""
+    try:
+        args = decode_call(rec.payload).args
+    except DecodeError:
+        return rec.lane, -1
     return (str(args[0]) if args[0] is not None else None), int(args[1])
 
 
@@ -111,6 +118,13 @@ def build(url: str, namespace: str, history: str = "") -> App:
         first = job is None or job.record is None or job.record.attempts <= 1
         time.sleep(min(first_s if first else later_s, hold_max_s))
         mark(EventKind.EFFECT, lane, seq)
+
+    @app.task(name="echo", queue=QUEUE)
+    def echo(lane: str | None, seq: int, data: str) -> str:
+        mark(EventKind.START, lane, seq)
+        digest = hashlib.sha256(data.encode()).hexdigest()
+        mark(EventKind.EFFECT, lane, seq)
+        return digest
 
     @app.task(name="gated", queue=QUEUE)
     def gated(lane: str | None, seq: int, gate: str) -> None:
