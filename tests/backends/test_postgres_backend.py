@@ -3,6 +3,7 @@ LISTEN/NOTIFY wake-ups, pruning and the namespace's schema."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -330,3 +331,27 @@ def test_a_laned_job_reads_as_queued_before_any_claim_indexed_it(pg: PostgresBac
     assert now_job is not None and now_job.status is Status.QUEUED and now_job.seq is not None
     assert delayed is not None and delayed.status is Status.SCHEDULED and delayed.seq is None
     assert [s.queued for s in pg.stats()] == [1]
+
+
+# --- asyncio ------------------------------------------------------------------------------
+
+
+def test_async_enqueue_stores_jobs_from_many_coroutines_and_closes_with_the_loop(pg: PostgresBackend) -> None:
+    async def produce() -> list[str]:
+        batches = await asyncio.gather(*(pg.enqueue_async([new_job(lane=f"l{i % 3}")]) for i in range(30)))
+        return [result.id for batch in batches for result in batch]
+
+    ids = asyncio.run(produce())
+    assert len(set(ids)) == 30
+    assert sum(s.queued for s in pg.stats()) == 30
+    assert asyncio.run(produce()) != ids, "a second loop gets a connection of its own"
+
+
+def test_async_enqueue_honours_unique_keys(pg: PostgresBackend) -> None:
+    async def produce() -> list[tuple[str, bool]]:
+        batches = await asyncio.gather(*(pg.enqueue_async([new_job(unique="once")]) for _ in range(10)))
+        return [(r.id, r.created) for batch in batches for r in batch]
+
+    results = asyncio.run(produce())
+    assert len({job_id for job_id, _ in results}) == 1
+    assert sum(created for _, created in results) == 1

@@ -31,6 +31,7 @@ from ..._records import (
 )
 from .._base import Backend
 from . import _schema
+from ._async import AsyncEnqueuer
 from ._listener import Listener
 from ._queries import Queries
 from ._rows import enqueue_params, finish_params, to_record
@@ -89,6 +90,7 @@ class PostgresBackend(Backend):
             self._pool.close()
             raise
         self._listener = Listener(url, self.channel, self._poke)
+        self._async = AsyncEnqueuer(url)
 
     def __repr__(self) -> str:
         return f"<PostgresBackend namespace={self.namespace}>"
@@ -156,6 +158,13 @@ class PostgresBackend(Backend):
             rows = self._callers(connection).execute(self._q.enqueue, params).fetchall()
         else:
             rows = self._rows(self._q.enqueue, params)
+        return [EnqueueResult(row[0], row[1]) for row in rows]
+
+    async def enqueue_async(self, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
+        """``enqueue`` on a native ``psycopg.AsyncConnection`` of the running loop."""
+        if not jobs:
+            return []
+        rows = await self._async.rows(self._q.enqueue, enqueue_params(jobs))
         return [EnqueueResult(row[0], row[1]) for row in rows]
 
     def claim_tick(self, name: str, tick: float, job: NewJob) -> bool:
@@ -308,6 +317,7 @@ class PostgresBackend(Backend):
             return
         self._closed = True
         self._listener.close()
+        self._async.close()
         self._pool.close()
 
     def drop_namespace(self) -> None:

@@ -78,7 +78,8 @@ END
 $$;
 
 -- Store jobs in order. Immediate jobs take their seq now; delayed ones when due. A job
--- whose unique key belongs to a pending job is not stored: its row names that job.
+-- whose id is already stored, or whose unique key belongs to a pending job, is not
+-- stored: its row names that job with created = false.
 CREATE FUNCTION enqueue(
     p_ids text[], p_tasks text[], p_queues text[], p_lanes text[], p_priorities integer[],
     p_payloads bytea[], p_max_attempts integer[], p_timeouts double precision[],
@@ -109,9 +110,13 @@ BEGIN
                    max_attempts, timeout_s, ttl, on_dead, v_now, due,
                    CASE WHEN due > v_now THEN NULL ELSE nextval('job_seq') END
               FROM src ORDER BY n
+            ON CONFLICT (id) DO NOTHING
             RETURNING jobs.id
         )
-        SELECT ins.id, true FROM ins;
+        SELECT s.id, s.first AND ins.id IS NOT NULL
+          FROM (SELECT id, n, row_number() OVER (PARTITION BY id ORDER BY n) = 1 AS first FROM src) AS s
+          LEFT JOIN ins ON ins.id = s.id
+         ORDER BY s.n;
         RETURN;
     END IF;
     FOR i IN 1 .. cardinality(p_ids) LOOP
@@ -124,12 +129,16 @@ BEGIN
                     CASE WHEN v_run > v_now OR p_lanes[i] IS NOT NULL THEN 'waiting' ELSE 'queued' END,
                     p_max_attempts[i], p_timeouts[i], p_uniques[i], p_ttls[i], p_on_dead[i], v_now,
                     v_run, CASE WHEN v_run > v_now THEN NULL ELSE nextval('job_seq') END)
-            ON CONFLICT (uniq) WHERE uniq IS NOT NULL
-                AND status IN ('waiting', 'queued', 'running', 'retrying') DO NOTHING
+            ON CONFLICT DO NOTHING
             RETURNING jobs.id INTO v_id;
             IF v_id IS NOT NULL THEN
                 job_id := v_id;
                 created := true;
+                EXIT;
+            END IF;
+            IF EXISTS (SELECT 1 FROM jobs AS j WHERE j.id = p_ids[i]) THEN
+                job_id := p_ids[i];
+                created := false;
                 EXIT;
             END IF;
             SELECT j.id INTO v_id FROM jobs AS j
