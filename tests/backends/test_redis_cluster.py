@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import redis
 from redis.crc import key_slot
 
 from laneway._errors import ConfigError
@@ -114,3 +115,30 @@ def test_an_idle_worker_is_woken_by_work_on_any_shard(cluster: RedisClusterBacke
 def test_a_namespace_keeps_the_shard_count_it_was_created_with(cluster: RedisClusterBackend) -> None:
     with pytest.raises(ConfigError, match="16 shards"):
         RedisClusterBackend(cluster_url(), namespace=cluster.layout.namespace, shards=8)
+
+
+def test_a_namespace_limited_acl_user_works_on_the_cluster() -> None:
+    url, ns = cluster_url(), fresh_namespace()
+    nodes = [redis.Redis(host=h.rsplit(":", 1)[0], port=int(h.rsplit(":", 1)[1]))
+             for h in url.split("//", 1)[1].split(",")]  # fmt: skip
+    user = f"lw-{ns}"
+    try:
+        for node in nodes:
+            node.execute_command(
+                "ACL", "SETUSER", user, "reset", "on", ">pw", f"~{ns}:*", f"&{ns}:*", "+@all", "-@dangerous"
+            )
+        b = RedisClusterBackend(url.replace("//", f"//{user}:pw@", 1), namespace=ns)
+        try:
+            b.enqueue([_job(i, f"lane-{i}") for i in range(20)])
+            recs = b.claim(["default"], worker="w", limit=20, lease_s=30)
+            assert len(recs) == 20
+            assert b.finish([Outcome(r.id, r.token or 0, Verdict.SUCCEEDED) for r in recs]) == [True] * 20
+            b.wait(["default"], 0.05)
+            assert b.stats()[0].succeeded == 20
+        finally:
+            b.drop_namespace()
+            b.close()
+    finally:
+        for node in nodes:
+            node.execute_command("ACL", "DELUSER", user)
+            node.close()
