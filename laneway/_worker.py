@@ -153,7 +153,7 @@ class Worker:
     def held(self) -> int:
         """Jobs this worker holds right now (claimed and not yet acked)."""
         with self._cond:
-            return self.concurrency - self._free
+            return sum(len(jobs) for jobs in self._held.values())
 
     def stop(self) -> None:
         """Ask the worker to stop: no more claims, running jobs finish within ``grace_s``,
@@ -181,22 +181,26 @@ class Worker:
         return self.stats
 
     def _fetch_loop(self, burst: bool) -> None:
+        """Claim for free slots when the acker is not already doing it (an idle worker)."""
         backend = self.app.backend
         while not self._stopping.is_set():
             with self._cond:
                 while self._free == 0 and not self._stopping.is_set():
                     self._cond.wait()
-                free = self._free
-            if self._stopping.is_set():
-                return
-            recs = backend.claim(
-                self.queues, worker=self.id, limit=free, batch=self.batch, lease_s=self.lease_s
-            )
-            self.stats.claim_calls += 1
-            self.stats.empty_claims += not recs
+                if self._stopping.is_set():
+                    return
+                reserved, self._free = self._free, 0
+            try:
+                recs = backend.claim(
+                    self.queues, worker=self.id, limit=reserved, batch=self.batch, lease_s=self.lease_s
+                )
+            except BaseException:
+                self._take([], reserved)
+                raise
+            self._take(recs, reserved)
             if recs:
-                self._dispatch(recs)
-            elif burst:
+                continue
+            if burst:
                 if self.held == 0:
                     return
                 with self._cond:
@@ -204,12 +208,31 @@ class Worker:
             else:
                 backend.wait(self.queues, self.idle_wait_s)
 
-    def _dispatch(self, recs: list[JobRecord]) -> None:
-        token = recs[0].token
-        assert token is not None
+    def _take(
+        self, recs: list[JobRecord], reserved: int, finished: Sequence[Outcome] = (), claimed: bool = True
+    ) -> None:
+        """In one step: drop ``finished`` jobs from what is held, hold ``recs`` (claimed
+        for ``reserved`` slots, which include the finished jobs' slots), give back the
+        unused slots; then hand the new jobs to the executors, one unit per lane."""
+        if claimed:
+            self.stats.claim_calls += 1
+            self.stats.empty_claims += not recs
         with self._cond:
-            self._free -= len(recs)
-            self._held[token] = {rec.id: rec for rec in recs}
+            for out in finished:
+                self._sending.discard(out.job_id)
+                held = self._held.get(out.token)
+                if held is not None:
+                    held.pop(out.job_id, None)
+                    if not held:
+                        del self._held[out.token]
+            self._free += reserved - len(recs)
+            if recs:
+                token = recs[0].token
+                assert token is not None
+                self._held[token] = {rec.id: rec for rec in recs}
+            self._cond.notify_all()
+        if not recs:
+            return
         self.stats.claimed += len(recs)
         for listener in self.listeners:
             listener.on_claim(recs)
@@ -269,16 +292,25 @@ class Worker:
             pending = [r.outcome for r in batch if not r.applied]
             with self._cond:
                 self._sending.update(out.job_id for out in pending)
+                extra = 0 if self._stopping.is_set() else self._free
+                self._free -= extra
+            reserved = len(batch) + extra
+            limit = 0 if self._stopping.is_set() else reserved
             _notify_finishing(self.listeners, pending)
             try:
-                sent = iter(backend.finish(pending) if pending else [])
+                sent, recs = backend.finish_and_claim(
+                    pending, self.queues, worker=self.id, limit=limit, batch=self.batch, lease_s=self.lease_s
+                )
             except Exception:
                 log.exception("finish failed for %d outcomes; their leases will expire", len(pending))
-                sent = iter([False] * len(pending))
-            accepted = [r.accepted if r.applied else next(sent) for r in batch]
-            self._settle([r.outcome for r in batch], accepted)
+                sent, recs = [False] * len(pending), []
+            replies = iter(sent)
+            outcomes = [r.outcome for r in batch]
+            self._settle(outcomes, [r.accepted if r.applied else next(replies) for r in batch])
+            self._take(recs, reserved, outcomes, claimed=limit > 0)
 
     def _settle(self, batch: list[Outcome], accepted: list[bool]) -> None:
+        """Count the outcomes and tell the listeners (slots are freed by ``_take``)."""
         s = self.stats
         for out, ok in zip(batch, accepted, strict=True):
             if not ok:
@@ -294,16 +326,6 @@ class Worker:
                 s.released += 1
             for listener in self.listeners:
                 listener.on_finish(out, ok)
-        with self._cond:
-            for out in batch:
-                self._sending.discard(out.job_id)
-                held = self._held.get(out.token)
-                if held is not None:
-                    held.pop(out.job_id, None)
-                    if not held:
-                        del self._held[out.token]
-            self._free += len(batch)
-            self._cond.notify_all()
 
     # --- maintenance --------------------------------------------------------------------------
 
@@ -371,7 +393,7 @@ class Worker:
         self._stopping.set()
         deadline = time.monotonic() + self.grace_s
         with self._cond:
-            while self._free < self.concurrency and time.monotonic() < deadline:
+            while self._held and time.monotonic() < deadline:
                 self._cond.wait(max(0.0, min(0.1, deadline - time.monotonic())))
             still = [rec for held in self._held.values() for rec in held.values()]
         if still:

@@ -103,6 +103,28 @@ class Backend(ABC):
         returned together in ``seq`` order. Returns an empty list when nothing is ready.
         """
 
+    def finish_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        queues: Sequence[str],
+        *,
+        worker: str,
+        limit: int,
+        batch: int = 1,
+        lease_s: float,
+    ) -> tuple[list[bool], list[JobRecord]]:
+        """``finish(outcomes)`` then ``claim(queues, ...)``, in one round trip where the
+        backend can (the default makes two calls). The finish is applied first, so a worker
+        reusing the slots it just freed never holds more than its slots. A failed claim
+        after a successful finish returns no jobs rather than raising."""
+        accepted = self.finish(outcomes) if outcomes else []
+        if limit <= 0:
+            return accepted, []
+        try:
+            return accepted, self.claim(queues, worker=worker, limit=limit, batch=batch, lease_s=lease_s)
+        except Exception:  # noqa: BLE001 - the outcomes are applied; the next claim will retry
+            return accepted, []
+
     @abstractmethod
     def extend(self, tokens: Sequence[int], lease_s: float) -> list[bool]:
         """Push the expiry of each live lease in ``tokens`` to ``lease_s`` from now.
