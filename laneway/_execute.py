@@ -107,6 +107,12 @@ class AsyncLoop:
             loop.close()
 
 
+def _call_handler(job: Job) -> Any:
+    """The innermost layer of the execution stack: the handler itself."""
+    assert job._run is not None
+    return job._run()
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -132,7 +138,7 @@ class Runner:
     def __init__(self, app: App, loop: AsyncLoop | None = None) -> None:
         self.app = app
         self.loop = loop or AsyncLoop()
-        self._layers = app._execution_layers()
+        self._stack = compose(app._execution_layers(), _call_handler)
 
     def run(self, rec: JobRecord) -> Ran:
         """Run one job to its verdict. Never raises (but for ``JobTimeout`` arriving late)."""
@@ -186,7 +192,8 @@ class Runner:
         try:
             if hooks.before is not None:
                 hooks.before(job)
-            value = compose(self._layers, lambda _job: self._invoke(task, prepared.run, rec))(job)
+            job._run = lambda: self._invoke(task, prepared.run, rec)
+            value = self._stack(job)
             result = None if value is None else self.app.codec.dumps(value, f"result of {rec.task}")
         except Retry as exc:
             _hook(hooks.error, job, exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._codec import Call, decode_call, loads
@@ -23,7 +24,7 @@ class Job:
     Handlers and hooks receive a ``Job`` too, with ``args``, ``kwargs`` and ``headers``.
     """
 
-    __slots__ = ("_app", "_call", "id", "record")
+    __slots__ = ("_app", "_call", "_run", "id", "record")
 
     def __init__(
         self, app: App, job_id: str, record: JobRecord | None = None, call: Call | None = None
@@ -32,6 +33,7 @@ class Job:
         self.id = job_id
         self.record = record
         self._call = call
+        self._run: Callable[[], Any] | None = None  # set by the runner: the handler call
 
     def __repr__(self) -> str:
         status = self.record.status.value if self.record else "?"
