@@ -26,34 +26,46 @@ STATUS_OF: dict[bytes, Status] = {
 CODE_OF = {status: code.decode() for code, status in STATUS_OF.items()}
 VERDICT_CODE = {Verdict.SUCCEEDED: "D", Verdict.RETRY: "Y", Verdict.DEAD: "X", Verdict.RELEASE: "L"}
 
-Row = Sequence[bytes | None]
+Row = Sequence[bytes | int | None]
+"""A job id and its fields as a script or HMGET returns them (numbers set in the same
+script come back as integers)."""
 
 FIELD_NAMES = ("k", "q", "l", "p", "P", "s", "a", "m", "o", "u", "x", "B", "e", "r", "n", "t", "w", "g",
                "f", "R", "E", "T")  # fmt: skip
 """Job hash fields in the order ``record`` reads them (``FIELDS`` in ``lib.lua``)."""
 
 
-def _text(value: bytes | None) -> str | None:
-    return None if value is None else value.decode()
+def _text(value: bytes | int | None) -> str | None:
+    return None if value is None else value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _time(value: bytes | None) -> float | None:
+def _time(value: bytes | int | None) -> float | None:
     return None if value is None else int(value) / US
+
+
+def _str(value: bytes | int | None) -> str:
+    text = _text(value)
+    assert text is not None, "a job hash is missing a required field"
+    return text
+
+
+def _bytes(value: bytes | int | None) -> bytes | None:
+    return value if value is None or isinstance(value, bytes) else str(value).encode()
 
 
 def record(row: Row) -> JobRecord:
     """A ``JobRecord`` from the job id followed by an ``HMGET`` of FIELDS (``lib.lua``)."""
     (job_id, task, queue, lane, prio, payload, status, attempts, max_attempts, timeout, unique, ttl,
      block, enqueued, run_at, seq, lease, worker, started, finished, result, error, tb) = row  # fmt: skip
-    assert job_id is not None and task is not None and queue is not None and status is not None
+    state = STATUS_OF[status if isinstance(status, bytes) else _str(status).encode()]
     return JobRecord(
-        id=job_id.decode(),
-        task=task.decode(),
-        queue=queue.decode(),
+        id=_str(job_id),
+        task=_str(task),
+        queue=_str(queue),
         lane=_text(lane),
         priority=int(prio or 0),
-        payload=payload or b"",
-        status=STATUS_OF[status],
+        payload=_bytes(payload) or b"",
+        status=state,
         attempts=int(attempts or 0),
         max_attempts=int(max_attempts or 0),
         timeout_s=None if timeout is None else float(timeout),
@@ -63,11 +75,11 @@ def record(row: Row) -> JobRecord:
         enqueued_at=int(enqueued or 0) / US,
         run_at=int(run_at or 0) / US,
         seq=None if seq is None else int(seq),
-        token=None if lease is None else int(lease),
+        token=int(lease) if lease is not None and state is Status.RUNNING else None,
         worker=_text(worker),
         started_at=_time(started),
         finished_at=_time(finished),
-        result=result,
+        result=_bytes(result),
         error=_text(error),
         traceback=_text(tb),
     )

@@ -21,18 +21,22 @@ local queues = {}
 for qi = 9, #ARGV do queues[#queues + 1] = ARGV[qi] end
 local taken, lanes, rows, lease = 0, 0, {}, {}
 
+-- Lease job id if it is queued; false otherwise.
 local function take(q, id, member)
   local j = jkey(id)
-  if not c then c = tostring(redis.call('HINCRBY', KEYS[1], 't', 1)) end
-  redis.call('HINCRBY', j, 'a', 1)
-  redis.call('HSET', j, 's', 'R', 't', c, 'w', worker, 'g', NOW)
   local row = redis.call('HMGET', j, unpack(FIELDS))
+  if row[6] ~= 'Q' then return false end
+  if not c then c = tostring(redis.call('HINCRBY', KEYS[1], 't', 1)) end
+  local attempts = tonumber(row[7]) + 1
+  redis.call('HSET', j, 's', 'R', 'a', attempts, 't', c, 'w', worker, 'g', NOW)
+  row[6], row[7], row[16], row[17], row[18] = 'R', attempts, c, worker, NOW
   table.insert(row, 1, id)
   rows[#rows + 1] = row
   lease[#lease + 1] = 'j' .. id
   lease[#lease + 1] = member
   count(q, 'Q', 'R')
   taken = taken + 1
+  return true
 end
 
 -- Take up to `want` consecutive queued jobs from the front of a named lane.
@@ -41,8 +45,7 @@ local function take_lane(q, lane, want)
   local member = q .. '|' .. lane
   local got = 0
   for _, id in ipairs(redis.call('ZRANGE', lk, 0, want - 1)) do
-    if redis.call('HGET', jkey(id), 's') ~= 'Q' then break end
-    take(q, id, member)
+    if not take(q, id, member) then break end
     got = got + 1
   end
   if got > 0 then
@@ -63,11 +66,7 @@ for _, q in ipairs(queues) do
     for i = 1, #popped, 2 do
       local m = popped[i]
       if string.byte(m, 1) == 0 then
-        local id = string.sub(m, 2)
-        if redis.call('HGET', jkey(id), 's') == 'Q' then
-          take(q, id, '')
-          lanes = lanes + 1
-        end
+        if take(q, string.sub(m, 2), '') then lanes = lanes + 1 end
       else
         take_lane(q, m, math.min(batch, limit - taken))
       end

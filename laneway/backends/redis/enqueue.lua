@@ -51,7 +51,7 @@ for i = 4, #ARGV, 13 do
     order = order + 1
     redis.call('ZADD', P .. 'a', order, id)
     count(q, nil, status)
-    if status == 'S' then schedule(q, id, run_at) else join(q, lane, id, seq, true) end
+    if status == 'S' then schedule(q, id, run_at) else join(q, lane, id, seq, true, ARGV[i + 4]) end
     out[#out + 1] = 1
   end
 end

@@ -42,7 +42,6 @@ for i = 2, #ARGV, 8 do
       else
         redis.call('HSET', j, 's', 'D', 'f', NOW)
       end
-      redis.call('HDEL', j, 't')
       redis.call('ZADD', P .. 'x', NOW + tonumber(v[8]), id)
       drop_unique(v[4], id)
       count(q, 'R', 'D')
@@ -52,7 +51,6 @@ for i = 2, #ARGV, 8 do
       if err then sets[#sets + 1] = 'E'; sets[#sets + 1] = err end
       if tb then sets[#sets + 1] = 'T'; sets[#sets + 1] = tb end
       redis.call('HSET', j, unpack(sets))
-      redis.call('HDEL', j, 't')
       if not err then redis.call('HDEL', j, 'E') end
       if not tb then redis.call('HDEL', j, 'T') end
       if lane then redis.call('ZADD', lkey(q, lane), v[5], id) end
@@ -63,7 +61,6 @@ for i = 2, #ARGV, 8 do
     else
       redis.call('HSET', j, 's', 'Q')
       redis.call('HINCRBY', j, 'a', -1)
-      redis.call('HDEL', j, 't')
       if lane then redis.call('ZADD', lkey(q, lane), v[5], id) end
       count(q, 'R', 'Q')
       if not lane then reindex(q, false, id) end
@@ -72,5 +69,6 @@ for i = 2, #ARGV, 8 do
     out[#out + 1] = 1
   end
 end
+settle_leases()
 flush()
 return out

@@ -32,7 +32,8 @@ JOB FIELDS: k task, q queue, l lane, p priority, P payload, s status (S schedule
 Q queued, R running, D succeeded, Y retrying, X dead, C cancelled), a attempts,
 m max_attempts, o timeout_s, u unique, x result_ttl (us), B "1" when on_dead=block,
 e enqueued_at (us), r run_at (us), n seq, t lease number, w worker, g started_at (us),
-f finished_at (us), R result, E error, T traceback.
+f finished_at (us), R result, E error, T traceback. The lease number t is left behind when
+a job stops running (readers ignore it unless the status is R).
 
 Times are the server's clock (TIME) in integer microseconds. A seq is the time a job
 joined its lane in units of 100 us since 2024 (bumped to stay strictly increasing in its
@@ -125,13 +126,25 @@ local function reindex(q, lane, id)
 end
 
 -- Put a job (back) into its lane with its seq. A job that takes a fresh seq can never be
--- the new head of a non-empty lane, so only a first member or an old seq re-indexes.
-local function join(q, lane, id, seq, fresh)
-  if not lane then return reindex(q, false, id) end
+-- the new head of a non-empty lane, so only a first member or an old seq re-indexes; a
+-- fresh queued job whose priority is given goes straight to the ready index.
+local function join(q, lane, id, seq, fresh, prio)
+  if not lane then
+    if not prio then return reindex(q, false, id) end
+    redis.call('ZADD', P .. 'r:' .. q, score(prio, seq), '\0' .. id)
+    return wake(q)
+  end
   local lk = lkey(q, lane)
   redis.call('ZADD', lk, seq, id)
   if fresh and redis.call('ZCARD', lk) > 1 then return end
   redis.call('SADD', P .. 'L:' .. q, lane)
+  if fresh and prio then
+    if redis.call('HEXISTS', P .. 'held', q .. '|' .. lane) == 0 then
+      redis.call('ZADD', P .. 'r:' .. q, score(prio, seq), lane)
+      wake(q)
+    end
+    return
+  end
   reindex(q, lane, id)
 end
 
@@ -147,7 +160,6 @@ local function go_dead(id, v, err, tb)
   if err then sets[#sets + 1] = 'E'; sets[#sets + 1] = err end
   if tb then sets[#sets + 1] = 'T'; sets[#sets + 1] = tb end
   redis.call('HSET', j, unpack(sets))
-  redis.call('HDEL', j, 't')
   if not err then redis.call('HDEL', j, 'E') end
   if not tb then redis.call('HDEL', j, 'T') end
   redis.call('ZADD', P .. 'D', redis.call('ZSCORE', P .. 'a', id) or 0, id)
@@ -156,24 +168,49 @@ local function go_dead(id, v, err, tb)
   if v[3] and v[6] == '1' then redis.call('ZADD', lkey(v[2], v[3]), v[5], id) end
 end
 
--- Forget job id in lease c; when it was the last job of its lane in the lease, the lane is
--- free again; when it was the last job of the lease, the lease is gone.
+-- Forget job id in lease c (settled by settle_leases at the end of the script): when it
+-- was the last job of its lane in the lease, the lane is free again; when it was the
+-- last job of the lease, the lease is gone.
+local LEAVING, LEAVING_ORDER = {}, {}
 local function leave_lease(c, id, q, lane)
-  local k = P .. 'k:' .. c
-  redis.call('HDEL', k, 'j' .. id)
-  local left = redis.call('HVALS', k)
+  local e = LEAVING[c]
+  if not e then
+    e = {ids = {}, lanes = {}, order = {}}
+    LEAVING[c] = e
+    LEAVING_ORDER[#LEAVING_ORDER + 1] = c
+  end
+  e.ids[#e.ids + 1] = 'j' .. id
   if lane then
     local member = q .. '|' .. lane
-    local still = false
-    for _, m in ipairs(left) do if m == member then still = true; break end end
-    if not still then
-      if redis.call('HGET', P .. 'held', member) == c then redis.call('HDEL', P .. 'held', member) end
-      reindex(q, lane, id)
-    end
+    if not e.lanes[member] then e.order[#e.order + 1] = member end
+    e.lanes[member] = {q, lane, id}
   end
-  if #left <= 1 then
-    redis.call('DEL', k)
-    redis.call('ZREM', P .. 'K', c)
+end
+
+local function settle_leases()
+  for _, c in ipairs(LEAVING_ORDER) do
+    local e = LEAVING[c]
+    local k = P .. 'k:' .. c
+    redis.call('HDEL', k, unpack(e.ids))
+    local fields = redis.call('HGETALL', k)
+    local still, jobs = {}, 0
+    for i = 1, #fields, 2 do
+      if string.sub(fields[i], 1, 1) == 'j' then
+        still[fields[i + 1]] = true
+        jobs = jobs + 1
+      end
+    end
+    for _, member in ipairs(e.order) do
+      if not still[member] then
+        local v = e.lanes[member]
+        if redis.call('HGET', P .. 'held', member) == c then redis.call('HDEL', P .. 'held', member) end
+        reindex(v[1], v[2], v[3])
+      end
+    end
+    if jobs == 0 then
+      redis.call('DEL', k)
+      redis.call('ZREM', P .. 'K', c)
+    end
   end
 end
 
@@ -184,12 +221,12 @@ local function promote(q, most)
   local due = redis.call('ZRANGEBYSCORE', d, '-inf', NOW, 'LIMIT', 0, most)
   for _, id in ipairs(due) do
     local j = jkey(id)
-    local v = redis.call('HMGET', j, 's', 'l', 'r')
+    local v = redis.call('HMGET', j, 's', 'l', 'r', 'p')
     if v[1] == 'S' then
       local seq = next_seq()
       redis.call('HSET', j, 's', 'Q', 'n', seq)
       count(q, 'S', 'Q')
-      join(q, v[2], id, seq, true)
+      join(q, v[2], id, seq, true, v[4])
     elseif v[1] == 'Y' and tonumber(v[3]) <= NOW then
       redis.call('HSET', j, 's', 'Q')
       count(q, 'Y', 'Q')

@@ -36,7 +36,6 @@ local function recover(id, c)
     go_dead(id, v, err, false)
   else
     redis.call('HSET', j, 's', 'Q', 'E', 'lease expired: worker lost; re-queued')
-    redis.call('HDEL', j, 't')
     count(q, 'R', 'Q')
     if lane then redis.call('ZADD', lkey(q, lane), v[5], id) end
   end
