@@ -102,6 +102,9 @@ def test_claim_latency_is_flat_in_the_depth_of_a_lane(two: tuple[PostgresBackend
     _fill_shallow(base)
     _fill_shallow(deep)
     base_s, deep_s = _medians(base, deep, ROUNDS)
+    print(
+        f"median claim: {base_s * 1e3:.2f} ms with 1,000 shallow lanes, {deep_s * 1e3:.2f} ms with a {DEEP:,} deep lane"
+    )
     last = deep.get_job(f"deep-{WARMUP + ROUNDS}")
     assert last is not None and last.status is Status.SUCCEEDED, "every claim took the deep lane's head"
     assert deep_s <= 1.5 * base_s, (

@@ -251,12 +251,14 @@ DECLARE
     v_lanes integer := coalesce(p_max_lanes, p_limit);
     v_ids text[] := '{}';
     v_take text[];
+    v_unused integer;
     c record;
 BEGIN
     PERFORM promote(p_queues, 1000);
     v_now := clock_timestamp();
     FOREACH v_queue IN ARRAY p_queues LOOP
         EXIT WHEN v_room <= 0 OR v_lanes <= 0;
+        v_unused := 0;
         FOR c IN
             WITH l AS (
                 SELECT lane AS key, head_priority AS prio, head_seq AS seq FROM lanes
@@ -272,9 +274,12 @@ BEGIN
             SELECT true AS laned, key, prio, seq FROM l
             UNION ALL
             SELECT false AS laned, key, prio, seq FROM s
-            ORDER BY prio DESC, seq LIMIT least(v_room, v_lanes)
+            ORDER BY prio DESC, seq
         LOOP
-            EXIT WHEN v_room <= 0 OR v_lanes <= 0;
+            IF v_room <= 0 OR v_lanes <= 0 THEN
+                v_unused := v_unused + 1;
+                CONTINUE;
+            END IF;
             IF c.laned THEN
                 SELECT coalesce(array_agg(id ORDER BY seq), '{}') INTO v_take FROM (
                     SELECT id, seq, bool_and(status = 'queued') OVER (ORDER BY seq) AS ok FROM (
@@ -300,6 +305,11 @@ BEGIN
             v_room := v_room - cardinality(v_take);
             v_lanes := v_lanes - 1;
         END LOOP;
+        IF v_unused > 0 THEN
+            -- Ready work this claim locked but left: claims that skipped it and found
+            -- nothing may be waiting; wake them once this transaction ends.
+            PERFORM pg_notify(channel(), v_queue);
+        END IF;
     END LOOP;
     IF v_token IS NULL THEN
         RETURN;
