@@ -217,6 +217,7 @@ def main() -> None:
     ap.add_argument("--systems", default=",".join(PEERS), help="peers to run")
     ap.add_argument("--backends", default=",".join(BACKENDS), help="laneway backends to run")
     ap.add_argument("--keep-servers", action="store_true", help="leave the private servers running")
+    ap.add_argument("--fresh", action="store_true", help="delete results/<mode>/ first (a new study)")
     a = ap.parse_args()
     mode_name = "quick" if a.quick else "full"
     mode = MODES[mode_name]
@@ -226,6 +227,8 @@ def main() -> None:
             raise SystemExit(f"unknown step {s!r}; steps: {', '.join(STEPS)}")
     backends = [b for b in a.backends.split(",") if b]
     out_dir = os.path.join(HERE, "results", mode_name)
+    if a.fresh and os.path.isdir(out_dir):
+        shutil.rmtree(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     started = time.time()
     measuring = any(s in steps for s in ("raw", "peers", "laneway", "ordered", "scale"))
