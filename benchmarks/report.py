@@ -48,6 +48,7 @@ class Results:
         self.dir = d
         self.systems: dict[str, dict] = {}
         self.scale: dict[str, dict] = {}
+        self.selfbench: dict[str, dict] = {}
         self.raw: dict | None = None
         self.machine: dict = {}
         for p in sorted(glob.glob(os.path.join(d, "*.json"))):
@@ -58,6 +59,8 @@ class Results:
                 self.machine = x
             elif base.startswith("scale-"):
                 self.scale[x["backend"]] = x
+            elif base.startswith("selfbench-"):
+                self.selfbench[x["backend"]] = x
             elif "system" in x:
                 self.systems[x["system"]] = x
             elif "redis_py" in x:
@@ -242,6 +245,33 @@ def scale_md(r: Results, rel: str) -> list[str]:
     return out
 
 
+def selfbench_md(r: Results) -> list[str]:
+    if not r.selfbench:
+        return ["(not run: `--steps bench`)"]
+    phases = ["enqueue", "async", "bulk", "drain", "ordered"]
+    out = [
+        "`laneway bench --jobs N` on each private server: the same phases with a task that does nothing "
+        "(no Redis probe), 1 worker process x 8 slots; `drain` runs everything the three enqueue phases "
+        "queued; `ordered` spreads N jobs over 100 lanes.",
+        "",
+        "| backend | " + " | ".join(f"{p}/s" for p in phases) + " | pickup p50 / p99 ms |",
+        "|---|" + "---:|" * (len(phases) + 1),
+    ]
+    for b in BACKENDS:
+        x = r.selfbench.get(b)
+        if not x:
+            continue
+        ph = {p["phase"]: p for p in x["phases"]}
+        lat = ph.get("latency", {})
+        cells = [fmt(ph.get(p, {}).get("rate")) for p in phases]
+        out.append(
+            f"| {b} | "
+            + " | ".join(cells)
+            + f" | {fmt(lat.get('p50_ms'), 2)} / {fmt(lat.get('p99_ms'), 2)} |"
+        )
+    return out
+
+
 def settings_md(r: Results) -> list[str]:
     out = ["| system | worker, 1 process | worker, 2 processes | bulk API | drain start-up s (1 / 2 procs) |",
            "|---|---|---|---|---:|"]  # fmt: skip
@@ -319,6 +349,10 @@ def render(r: Results, rel: str) -> str:
         "### Ordered workloads (laneway only: nobody else has lanes)",
         "",
         *ordered_md(r),
+        "",
+        "### laneway by itself (no probe in the task)",
+        "",
+        *selfbench_md(r),
         "",
         "### Scale: claim latency and storage per lane",
         "",
@@ -412,7 +446,7 @@ def main() -> None:
         if not os.path.isdir(d):
             continue
         r = Results(d)
-        if not r.systems and not r.scale:
+        if not r.systems and not r.scale and not r.selfbench:
             continue
         try:
             plots(r)

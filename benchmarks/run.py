@@ -21,6 +21,8 @@ Steps (in this order; --steps picks some):
   ordered  laneway's ordered workloads: every job on its own lane; 100 hot lanes; 10 lanes
            with lane batching off and on; 1% of lanes retrying or delayed
   scale    claim latency and storage per lane from 10^3 to 10^6 lanes (quick: 10^5)
+  bench    `laneway bench` on each backend: laneway's own rates without the harness's
+           Redis probe in the task (what the backend sustains by itself)
   report   results/<mode>/report.md, the PNG plots, and the table in benchmarks/README.md
 
 Results go to benchmarks/results/full/ or benchmarks/results/quick/ (JSON, one file per
@@ -30,6 +32,7 @@ system and workload). The README shows the full run's tables when there is one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -47,7 +50,8 @@ VENVS = os.path.join(HERE, ".venvs")
 
 PEERS = ["celery", "rq", "rq_simple", "dramatiq", "huey", "arq", "saq", "taskiq", "procrastinate", "pgqueuer"]
 BACKENDS = ["sqlite", "redis", "postgres"]
-STEPS = ["setup", "servers", "raw", "peers", "laneway", "ordered", "scale", "report"]
+STEPS = ["setup", "servers", "raw", "peers", "laneway", "ordered", "scale", "bench", "report"]
+MEASURING = ("raw", "peers", "laneway", "ordered", "scale", "bench")
 
 # (lanes, batch, concurrency): the ordered workloads of laneway
 ORDERED = [
@@ -205,6 +209,31 @@ def bench(system: str, mode: dict, out_dir: str, phases: str | None = None, env:
         log(f"bench {label} cut after {mode['timeout']} s")
 
 
+def self_bench(backend: str, mode: dict, out_dir: str) -> None:
+    """`laneway bench --json` against the private server of ``backend`` (no probe in the task)."""
+    urls = {"redis": "redis://127.0.0.1:6391/2", "postgres": "postgresql://bench@127.0.0.1:54331/bench",
+            "sqlite": "sqlite:///" + os.path.join(HERE, ".run", "laneway-selfbench.db")}  # fmt: skip
+    if backend == "sqlite":
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(urls["sqlite"][len("sqlite:///") :] + suffix)
+    exe = os.path.join(VENVS, "laneway", "bin", "laneway")
+    cmd = [exe, "bench", "--url", urls[backend], "--namespace", "selfbench", "--jobs", str(mode["n"]),
+           "--latency-samples", str(mode["samples"]), "--json"]  # fmt: skip
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=mode["timeout"], check=False)
+    except subprocess.TimeoutExpired:
+        log(f"laneway bench {backend} cut after {mode['timeout']} s")
+        return
+    if p.returncode:
+        log(f"laneway bench {backend} exited {p.returncode}: {p.stderr[-800:]}")
+        return
+    data = json.loads(p.stdout)
+    data["backend"] = backend
+    with open(os.path.join(out_dir, f"selfbench-{backend}.json"), "w") as f:
+        json.dump(data, f, indent=1)
+
+
 def laneway_env(backend: str, lanes: str = "off", batch: int = 1, conc: int = 8, hold: float = 10) -> dict:
     return {"BENCH_LANEWAY_BACKEND": backend, "BENCH_LANEWAY_LANES": lanes, "BENCH_LANEWAY_BATCH": str(batch),
             "BENCH_LANEWAY_CONCURRENCY": str(conc), "BENCH_LANEWAY_HOLD_S": str(hold)}  # fmt: skip
@@ -231,7 +260,7 @@ def main() -> None:
         shutil.rmtree(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     started = time.time()
-    measuring = any(s in steps for s in ("raw", "peers", "laneway", "ordered", "scale"))
+    measuring = any(s in steps for s in MEASURING)
 
     if "setup" in steps:
         setup()
@@ -241,9 +270,7 @@ def main() -> None:
                 "started": time.strftime("%Y-%m-%d %H:%M:%S"), "load_avg_at_start": info["load_avg_at_start"]}  # fmt: skip
         path = os.path.join(out_dir, "machine.json")
         earlier: list[dict] = []
-        if os.path.exists(path) and not all(
-            s in steps for s in ("raw", "peers", "laneway", "ordered", "scale")
-        ):
+        if os.path.exists(path) and not all(s in steps for s in MEASURING):
             with open(path) as f:  # a part of the study: keep the record of the other parts
                 earlier = json.load(f).get("invocations", [])
         info.update(mode=mode_name, settings=mode, invocations=[*earlier, this], **this)
@@ -282,6 +309,10 @@ def main() -> None:
                                    timeout=2400, check=False)  # fmt: skip
                 except subprocess.TimeoutExpired:
                     log(f"scale {backend} cut after 2400 s")
+        if "bench" in steps:
+            for backend in backends:
+                log(f"=== laneway bench {backend}")
+                self_bench(backend, mode, out_dir)
     finally:
         if started_servers and not a.keep_servers:
             servers("stop")
