@@ -138,7 +138,9 @@ def test_sigkilled_workers_leave_no_duplicate_and_no_missing_effect(
     app, write, namespace, table = scene
     write.enqueue_many([((n,), {}) for n in range(0, JOBS, 2)])
     for lane in range(LANES):
-        calls = [((n,), {}) for n in range(1, JOBS, 2) if n % LANES == lane]
+        calls: list[tuple[tuple[int], dict[str, Any]]] = [
+            ((n,), {}) for n in range(1, JOBS, 2) if n % LANES == lane
+        ]
         write.options(lane=f"lane{lane}").enqueue_many(calls)
     kills = _chaos(app, namespace, table)
     assert _succeeded(app) == JOBS, f"only {_succeeded(app)} of {JOBS} jobs succeeded"
