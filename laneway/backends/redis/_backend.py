@@ -8,6 +8,7 @@ to a hash tag, and the backend visits them in turn. See ``docs/backends/redis.md
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -23,6 +24,8 @@ from ._inspect import Inspect
 from ._keys import Layout, Shard
 from ._link import ClusterLink, Command, Link, Script, SingleLink
 from ._rows import FIELD_NAMES, US, Row, job_args, outcome_args, record
+
+log = logging.getLogger("laneway.redis")
 
 SCRIPT_NAMES = (
     "enqueue", "claim", "peek", "finish", "extend", "sweep", "cancel", "retry", "purge", "stats", "lanes",
@@ -172,35 +175,51 @@ class RedisCore(Inspect, Backend):
         lanes = limit if max_lanes is None else max_lanes
         if limit < 1 or lanes < 1 or not queues:
             return []
-        batch = max(1, batch)
+        want, batch = Take(limit, lanes), max(1, batch)
         if self.layout.n > 1:
-            return self._claim_spread(queues, worker, Take(limit, lanes), batch, lease_s)
-        shard = self.layout.shards[0]
-        _, now_us, due, _, rows = self.link.execute(
-            *self._claim_cmd(shard, queues, worker, Take(limit, lanes), batch, lease_s, "")
+            peeks = self.link.pipeline(self._peek_cmds(queues, lanes))
+            return self._claim_peeked(peeks, queues, worker, want, batch, lease_s)
+        reply = self.link.execute(
+            *self._claim_cmd(self.layout.shards[0], queues, worker, want, batch, lease_s, "")
         )
+        return self._claimed(queues, reply)
+
+    def _claimed(self, queues: Sequence[str], reply: Any) -> list[JobRecord]:
+        """The jobs of one ``claim.lua`` reply (an empty one notes the next due time)."""
+        if isinstance(reply, Exception):
+            raise reply
+        _, now_us, due, _, rows = reply
         if rows:
             return [record(row) for row in rows]
         self._note_due(queues, due - now_us if due >= 0 else -1)
         return []
 
-    def _claim_spread(
-        self, queues: Sequence[str], worker: str, want: Take, batch: int, lease_s: float
-    ) -> list[JobRecord]:
+    def _peek_cmds(self, queues: Sequence[str], lanes: int) -> list[Command]:
+        """A cluster-wide lease number, then ``peek.lua`` on every shard."""
         shards = self.layout.shards
         cmds: list[Command] = [("HINCRBY", shards[0].c, "g", 1)]
         for s in shards:
             keys = [s.key("n"), s.key("held"), *(k for q in queues for k in s.queue_keys(q))]
-            cmds.append(self._run("peek", s, keys, [want.lanes, PROMOTE_MAX, *queues]))
-        replies = self.link.pipeline(cmds)
+            cmds.append(self._run("peek", s, keys, [lanes, PROMOTE_MAX, *queues]))
+        return cmds
+
+    def _claim_peeked(
+        self,
+        replies: Sequence[Any],
+        queues: Sequence[str],
+        worker: str,
+        want: Take,
+        batch: int,
+        lease_s: float,
+    ) -> list[JobRecord]:
+        """Claim the best lanes the peeks found, under the lease number they came with."""
         _raise_errors(replies)
         lease, peeks = int(replies[0]), replies[1:]
-        dues = [due - now_us for now_us, due, _ in peeks if due >= 0]
         takes = plan([best for _, _, best in peeks], want.limit, want.lanes, batch)
         if not takes:
-            self._note_due(queues, min(dues, default=-1))
+            self._note_due(queues, min((due - now for now, due, _ in peeks if due >= 0), default=-1))
             return []
-        order = list(takes)
+        shards, order = self.layout.shards, list(takes)
         replies = self.link.pipeline(
             [self._claim_cmd(shards[k], queues, worker, takes[k], batch, lease_s, str(lease)) for k in order]
         )
@@ -209,8 +228,40 @@ class RedisCore(Inspect, Backend):
         if not taken:
             return []
         self.placement.remember(lease, taken)
-        groups = [[rec for k2, rec in taken if k2 == k] for k in order]
-        return in_claim_order(groups, queues)
+        return in_claim_order([[rec for k2, rec in taken if k2 == k] for k in order], queues)
+
+    def finish_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        queues: Sequence[str],
+        *,
+        worker: str,
+        limit: int,
+        batch: int = 1,
+        lease_s: float,
+    ) -> tuple[list[bool], list[JobRecord]]:
+        """Finish and claim in one round trip: the finish scripts and then the claim
+        script (a cluster's peeks) in one pipeline; a cluster's claim is a second one."""
+        groups, cmds = self._finish_cmds(outcomes)
+        claiming = limit > 0 and bool(queues)
+        want, batch = Take(limit, limit), max(1, batch)
+        if claiming and self.layout.n == 1:
+            cmds.append(self._claim_cmd(self.layout.shards[0], queues, worker, want, batch, lease_s, ""))
+        elif claiming:
+            cmds += self._peek_cmds(queues, limit)
+        if not cmds:
+            return [], []
+        replies = self.link.pipeline(cmds)
+        accepted = self._finished(outcomes, groups, replies[: len(groups)])
+        if not claiming:
+            return accepted, []
+        try:
+            if self.layout.n == 1:
+                return accepted, self._claimed(queues, replies[-1])
+            return accepted, self._claim_peeked(replies[len(groups) :], queues, worker, want, batch, lease_s)
+        except Exception:  # the outcomes are applied; the next claim will retry
+            log.warning("claim after finish failed; claiming again later", exc_info=True)
+            return accepted, []
 
     def _job_shards(self, job_ids: Sequence[str]) -> list[int | None]:
         """The shard of each job (None: not found): remembered, else looked up."""
@@ -250,12 +301,10 @@ class RedisCore(Inspect, Backend):
                 out[i] = out[i] or ok == 1
         return out
 
-    def finish(self, outcomes: Sequence[Outcome], *, connection: Any = None) -> list[bool]:
-        """Apply outcomes: one script call per shard, all in one round trip."""
-        if connection is not None:
-            raise ConfigError("Redis has no SQL transactions: connection= is for SQL backends")
+    def _finish_cmds(self, outcomes: Sequence[Outcome]) -> tuple[list[list[int]], list[Command]]:
+        """One ``finish.lua`` call per shard, and the positions of its outcomes."""
         per_shard: dict[int, list[int]] = {}
-        for i, k in enumerate(self._job_shards([o.job_id for o in outcomes])):
+        for i, k in enumerate(self._job_shards([o.job_id for o in outcomes]) if outcomes else []):
             if k is not None:
                 per_shard.setdefault(k, []).append(i)
         cmds = []
@@ -267,16 +316,28 @@ class RedisCore(Inspect, Backend):
                 keys.append(shard.job(outcomes[i].job_id))
                 args += outcome_args(outcomes[i])
             cmds.append(self._run("finish", shard, keys, args))
-        replies = [self.link.execute(*cmds[0])] if len(cmds) == 1 else self.link.pipeline(cmds)
+        return list(per_shard.values()), cmds
+
+    def _finished(
+        self, outcomes: Sequence[Outcome], groups: list[list[int]], replies: Sequence[Any]
+    ) -> list[bool]:
         _raise_errors(replies)
         out = [False] * len(outcomes)
-        for idx, reply in zip(per_shard.values(), replies, strict=True):
+        for idx, reply in zip(groups, replies, strict=True):
             for i, ok in zip(idx, reply, strict=True):
                 out[i] = ok == 1
         if self.layout.n > 1:
             for o in outcomes:
                 self.placement.jobs.pop(o.job_id, None)
         return out
+
+    def finish(self, outcomes: Sequence[Outcome], *, connection: Any = None) -> list[bool]:
+        """Apply outcomes: one script call per shard, all in one round trip."""
+        if connection is not None:
+            raise ConfigError("Redis has no SQL transactions: connection= is for SQL backends")
+        groups, cmds = self._finish_cmds(outcomes)
+        replies = [self.link.execute(*cmds[0])] if len(cmds) == 1 else self.link.pipeline(cmds)
+        return self._finished(outcomes, groups, replies)
 
     def sweep(self, *, worker: str | None = None) -> int:
         """Recover lost leases and prune expired jobs on every shard (bounded per call)."""

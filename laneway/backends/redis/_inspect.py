@@ -36,18 +36,6 @@ class Inspect:
         """The command running script ``name`` on ``shard`` (KEYS[1] is its counters hash)."""
         return self.scripts[name].command([shard.c, *keys], [self._chan, *args])
 
-    def _list_shard(
-        self, shard: Shard, status: Status | None, queue: str | None, lane: str | None, want: int
-    ) -> list[JobRecord]:
-        index = shard.key("D" if status is Status.DEAD else "a")
-        args = [CODE_OF[status] if status else "", queue or "", lane or ""]
-        found: list[JobRecord] = []
-        start = 0
-        while len(found) < want and start >= 0:
-            start, rows = self.link.execute(*self._run("list", shard, [index], [start, LIST_SPAN, *args]))
-            found += [record(row) for row in rows]
-        return found[:want]
-
     def list_jobs(
         self,
         *,
@@ -57,12 +45,39 @@ class Inspect:
         limit: int = 100,
         offset: int = 0,
     ) -> list[JobRecord]:
-        """Jobs matching every filter, newest first (merged by enqueue time across shards)."""
+        """Jobs matching every filter, newest first (merged by enqueue time across shards).
+
+        Every shard is read in the same pipeline, so on a cluster the result is close to a
+        snapshot; shards that need more slices are read again, again all together.
+        """
         if limit <= 0:
             return []
         want = offset + limit
-        per_shard = [self._list_shard(s, status, queue, lane, want) for s in self.layout.shards]
-        merged = heapq.merge(*per_shard, key=lambda r: -r.enqueued_at)
+        filters = [CODE_OF[status] if status else "", queue or "", lane or ""]
+        found: dict[int, list[JobRecord]] = {s.index: [] for s in self.layout.shards}
+        start = dict.fromkeys(found, 0)
+        while start:
+            shards = [self.layout.shards[k] for k in start]
+            cmds = [
+                self._run(
+                    "list",
+                    s,
+                    [s.key("D" if status is Status.DEAD else "a")],
+                    [start[s.index], LIST_SPAN, *filters],
+                )
+                for s in shards
+            ]
+            replies = self.link.pipeline(cmds)
+            for shard, reply in zip(shards, replies, strict=True):
+                if isinstance(reply, Exception):
+                    raise reply
+                next_rank, rows = reply
+                found[shard.index] += [record(row) for row in rows]
+                if next_rank < 0 or len(found[shard.index]) >= want:
+                    del start[shard.index]
+                else:
+                    start[shard.index] = next_rank
+        merged = heapq.merge(*(recs[:want] for recs in found.values()), key=lambda r: -r.enqueued_at)
         return list(itertools.islice(merged, offset, want))
 
     def stats(self) -> list[QueueStats]:
