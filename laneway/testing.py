@@ -1,4 +1,7 @@
-"""What users test with: the in-memory backend, a controllable clock, and assertions.
+"""What users test with: the in-memory backend, a controllable clock, assertions, and
+the history recorder and checker the fault suite uses (record what workers and handlers
+did with ``HistoryListener``/``record_in_job``, then ``check_history(load_history(dir))``
+reports lost, duplicated and out-of-order jobs and stale acks).
 
 ```python
 from laneway.testing import Clock, memory_app, enqueued
@@ -23,11 +26,26 @@ import time
 from typing import Any
 
 from ._app import App
+from ._history import EventKind, HistoryRecorder, Report, check_history, load_history
 from ._job import Job
+from ._observe import HistoryListener, record_in_job
 from ._records import Status
 from .backends.memory import MemoryBackend
 
-__all__ = ["Clock", "MemoryBackend", "assert_enqueued", "enqueued", "memory_app"]
+__all__ = [
+    "Clock",
+    "EventKind",
+    "HistoryListener",
+    "HistoryRecorder",
+    "MemoryBackend",
+    "Report",
+    "assert_enqueued",
+    "check_history",
+    "enqueued",
+    "load_history",
+    "memory_app",
+    "record_in_job",
+]
 
 
 class Clock:
