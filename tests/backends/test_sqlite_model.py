@@ -144,6 +144,16 @@ class SQLiteMatchesMemory(RuleBasedStateMachine):
         assert self.sql.enqueue(jobs) == self.mem.enqueue(jobs)
         self.ids += [job.id for job in jobs]
 
+    @precondition(lambda self: self.ids)
+    @rule(data=st.data(), lane=LANES, unique=st.sampled_from([None, "u1"]))
+    def enqueue_a_stored_id_again(self, data: st.DataObject, lane: str | None, unique: str | None) -> None:
+        job_id = data.draw(st.sampled_from(self.ids))
+        again = NewJob(
+            id=job_id, task="t", queue="q1", lane=lane, priority=1, payload=b"[]", max_attempts=2,
+            timeout_s=None, unique=unique, result_ttl_s=3600.0, on_dead=OnDead.SKIP,
+        )  # fmt: skip
+        assert self.sql.enqueue([again, again]) == self.mem.enqueue([again, again])
+
     @rule(
         order=st.permutations(QUEUES), limit=st.integers(1, 4), batch=st.integers(1, 3),
         max_lanes=st.sampled_from([None, 1, 2]), worker=st.sampled_from(["w1", "w2"]),

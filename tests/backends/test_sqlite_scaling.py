@@ -223,6 +223,45 @@ def test_many_threads_share_one_backend_and_every_lane_stays_in_order(backend: S
     assert len(backend._db._all) <= 9, "a connection per concurrent user, not per call"
 
 
+def test_concurrent_writers_share_one_commit_and_a_failing_one_fails_alone(backend: SQLiteBackend) -> None:
+    """Group commit: writes queued while the process's write lock is busy run in one
+    transaction, each in its own savepoint, so one body's error undoes only its writes."""
+    db = backend._db
+    db.write(lambda conn, _now: conn.execute("CREATE TABLE t (i INTEGER)"))
+    commits: list[str] = []
+    for conn in db._all:
+        conn.set_trace_callback(lambda stmt: commits.append(stmt) if stmt == "COMMIT" else None)
+    outcomes: dict[int, object] = {}
+
+    def body(i: int) -> object:
+        def run(conn: sqlite3.Connection, _now: float) -> int:
+            conn.execute("INSERT INTO t VALUES (?)", (i,))
+            if i == 3:
+                raise ValueError("this one fails")
+            return i
+
+        return run
+
+    def writer(i: int) -> None:
+        try:
+            outcomes[i] = db.write(body(i))  # type: ignore[arg-type]
+        except ValueError as exc:
+            outcomes[i] = exc
+
+    with db.write_lock():  # hold the lock so that all six queue up
+        threads = [threading.Thread(target=writer, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        time.sleep(0.2)
+    for t in threads:
+        t.join(10)
+    assert isinstance(outcomes.pop(3), ValueError)
+    assert outcomes == {0: 0, 1: 1, 2: 2, 4: 4, 5: 5}
+    with db.connection() as conn:
+        assert sorted(row[0] for row in conn.execute("SELECT i FROM t")) == [0, 1, 2, 4, 5]
+    assert len(commits) == 1
+
+
 FORK_SCRIPT = """
 import os, sys, uuid
 from laneway._records import NewJob, OnDead, Outcome, Verdict

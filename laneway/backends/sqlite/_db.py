@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..._errors import ConfigError, LanewayError
@@ -104,6 +104,36 @@ class DatabaseBusy(LanewayError, sqlite3.OperationalError):
     """Another process held the database's write lock for longer than ``busy_timeout_s``."""
 
 
+GROUP_MAX = 64
+"""Most queued write bodies one transaction runs (group commit)."""
+
+
+@dataclass(eq=False, slots=True)
+class _Write:
+    """One caller's transaction body waiting for a group commit."""
+
+    body: Callable[[sqlite3.Connection, float], Any]
+    done: bool = False
+    result: Any = None
+    error: BaseException | None = None
+
+
+def _run_in_savepoint(conn: sqlite3.Connection, request: _Write) -> None:
+    """Run one body of a group: its changes stay only if it does not raise."""
+    conn.execute("SAVEPOINT laneway_write")
+    try:
+        request.result, request.error = request.body(conn, time.time()), None
+    except sqlite3.OperationalError as exc:
+        if is_busy(exc):
+            raise  # the whole group is retried
+        conn.execute("ROLLBACK TO laneway_write")
+        request.error = exc
+    except Exception as exc:  # noqa: BLE001 - delivered to the caller whose body raised it
+        conn.execute("ROLLBACK TO laneway_write")
+        request.error = exc
+    conn.execute("RELEASE laneway_write")
+
+
 class Database:
     """A pool of connections to one SQLite file (WAL mode) with retried write transactions."""
 
@@ -114,6 +144,8 @@ class Database:
         self._inherited: list[sqlite3.Connection] = []
         self._pool_lock = threading.Lock()
         self._write_lock = threading.Lock()
+        self._pending: list[_Write] = []
+        self._pending_lock = threading.Lock()
         self._pid = os.getpid()
         self._closed = False
 
@@ -143,6 +175,8 @@ class Database:
         self._all = []
         self._pool_lock = threading.Lock()
         self._write_lock = threading.Lock()
+        self._pending = []
+        self._pending_lock = threading.Lock()
         self._pid = os.getpid()
 
     def _checkout(self) -> sqlite3.Connection:
@@ -240,27 +274,75 @@ class Database:
         self.retrying(lambda: conn.execute("BEGIN IMMEDIATE"), "BEGIN IMMEDIATE")
 
     def write(self, body: Callable[[sqlite3.Connection, float], T], what: str = "write") -> T:
-        """Run ``body(conn, now)`` in one ``BEGIN IMMEDIATE`` transaction and commit it.
+        """Run ``body(conn, now)`` atomically in a ``BEGIN IMMEDIATE`` transaction and commit.
 
-        ``now`` is read once the write lock is held, so every deadline the body sets is
-        measured from the moment the transaction took effect. A busy error anywhere rolls
-        back and runs the body again (bounded by ``busy_timeout_s``); any other error
-        rolls back and propagates.
+        Group commit: writers of this process queue their bodies; the thread that holds
+        the process lock runs every queued body (up to ``GROUP_MAX``) in one transaction,
+        each inside its own SAVEPOINT (still atomic on its own; an error fails only its
+        caller), and commits once. With ``synchronous=FULL`` that is one disk sync for a
+        claim, an ack batch and any concurrent enqueues together. Every caller returns
+        only after the commit. ``now`` is read when the body runs, under the write lock.
+        A busy error rolls the group back and runs it again (bounded by
+        ``busy_timeout_s``); any other error reaches the callers.
         """
-        with self.connection() as conn, self.write_lock():
+        if os.getpid() != self._pid:
+            self._after_fork()
+        request = _Write(body)
+        with self._pending_lock:
+            self._pending.append(request)
+        if self._write_lock.acquire(timeout=max(self.settings.busy_timeout_s, 0.001)):
+            try:
+                while not request.done:
+                    with self._pending_lock:
+                        group, self._pending = self._pending[:GROUP_MAX], self._pending[GROUP_MAX:]
+                    self._commit_group(group, what)
+            finally:
+                self._write_lock.release()
+        else:
+            with self._pending_lock:
+                queued = request in self._pending
+                if queued:
+                    self._pending.remove(request)
+            if queued:
+                raise DatabaseBusy(
+                    f"{what}: this process's SQLite write lock stayed held past busy_timeout_s="
+                    f"{self.settings.busy_timeout_s} (an enqueue without connection= inside transaction()?)"
+                )
+            with self._write_lock:  # a group that took our body is running: it ends in bounded time
+                pass
+        if request.error is not None:
+            raise request.error
+        return cast(T, request.result)
 
-            def attempt() -> T:
+    def _commit_group(self, group: list[_Write], what: str) -> None:
+        with self.connection() as conn:
+
+            def attempt() -> None:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    result = body(conn, time.time())
+                    if len(group) == 1:
+                        group[0].result = group[0].body(conn, time.time())
+                    else:
+                        for request in group:
+                            _run_in_savepoint(conn, request)
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
                     raise
-                return result
 
-            return self.retrying(attempt, what)
+            try:
+                self.retrying(attempt, what)
+            except Exception as exc:  # noqa: BLE001 - every caller of the group gets it
+                for request in group:
+                    request.error = exc
+            except BaseException as exc:
+                for request in group:
+                    request.error = exc
+                raise
+            finally:
+                for request in group:
+                    request.done = True
 
     def read(self, body: Callable[[sqlite3.Connection], T], what: str = "read") -> T:
         """Run ``body(conn)`` on an autocommit connection (each statement sees a snapshot),

@@ -16,6 +16,7 @@ Everything else that changes a lane's head goes through :func:`reindex`.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import replace
@@ -74,11 +75,16 @@ def release_lane(conn: sqlite3.Connection, sql: Sql, token: int, queue: str, key
 
 
 def enqueue(conn: sqlite3.Connection, sql: Sql, now: float, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
-    """Store ``jobs`` (unique keys checked, seqs in list order); see ``Backend.enqueue``."""
+    """Store ``jobs`` (ids and unique keys checked, seqs in list order); see
+    ``Backend.enqueue``. A job whose id is already stored is not stored again."""
     results: list[EnqueueResult] = []
     stored: list[tuple[NewJob, float, bool]] = []
     claimed_keys: dict[str, str] = {}
+    taken_ids = {row[0] for row in conn.execute(sql.stored_ids, (json.dumps([new.id for new in jobs]),))}
     for new in jobs:
+        if new.id in taken_ids:
+            results.append(EnqueueResult(new.id, created=False))
+            continue
         if new.unique is not None:
             existing = claimed_keys.get(new.unique)
             if existing is None:
@@ -90,6 +96,7 @@ def enqueue(conn: sqlite3.Connection, sql: Sql, now: float, jobs: Sequence[NewJo
             claimed_keys[new.unique] = new.id
         run_at = new.run_at if new.run_at is not None else now + new.delay_s
         stored.append((new, run_at, run_at > now))
+        taken_ids.add(new.id)
         results.append(EnqueueResult(new.id, created=True))
     due = sum(1 for _, _, scheduled in stored if not scheduled)
     seq = bump(conn, sql, "seq", due) - due if due else 0

@@ -29,17 +29,22 @@ def lane_key(lane: str | None, job_id: str) -> str:
     return LANE_PREFIX + lane if lane is not None else SOLO_PREFIX + job_id
 
 
+_STATUS = {status.value: status for status in Status}
+_ON_DEAD = {policy.value: policy for policy in OnDead}
+
+
 def record(row: Any) -> JobRecord:
     """A ``JobRecord`` from a row of ``JOB_COLUMNS``."""
     return JobRecord(
-        row[0], row[1], row[2], row[3], row[4], row[5], Status(row[6]), row[7], row[8], row[9],
-        row[10], row[11], OnDead(row[12]), row[13], row[14], row[15], row[16], row[17], row[18],
+        row[0], row[1], row[2], row[3], row[4], row[5], _STATUS[row[6]], row[7], row[8], row[9],
+        row[10], row[11], _ON_DEAD[row[12]], row[13], row[14], row[15], row[16], row[17], row[18],
         row[19], row[20], row[21], row[22],
     )  # fmt: skip
 
 
 _TEMPLATES = {
     # --- enqueue ---------------------------------------------------------------------
+    "stored_ids": 'SELECT id FROM "{ns}_jobs" WHERE id IN (SELECT value FROM json_each(?))',
     "find_unique": 'SELECT id FROM "{ns}_jobs" INDEXED BY "{ns}_jobs_unique" WHERE uniq_live = ?',
     "insert_job": (
         'INSERT INTO "{ns}_jobs" (id, task, queue, lane, lane_key, priority, payload, status, '
@@ -206,6 +211,7 @@ _TEMPLATES = {
 class Sql:
     """The statements of ``_TEMPLATES`` for one (validated) namespace, as attributes."""
 
+    stored_ids: str
     find_unique: str
     insert_job: str
     join_lane: str
