@@ -235,6 +235,8 @@ def scale_md(r: Results, rel: str) -> list[str]:
                 cells += [f"{p['claim_p50_ms']:.2f} / {p['claim_p99_ms']:.2f}", fmt(p["bytes_per_lane"])]
         out.append(f"| {n:,} | " + " | ".join(cells) + " |")
     claims = next(iter(r.scale.values()))["claims"]
+    cut = [f"{b} at {p['lanes']:,} lanes ({p['claims']} claims)" for b, s in r.scale.items() for p in s["points"]
+           if p.get("claims", claims) < claims]  # fmt: skip
     out += [
         "",
         f"Each point: that many ready lanes with one queued job each; {claims} claims of one job "
@@ -242,6 +244,8 @@ def scale_md(r: Results, rel: str) -> list[str]:
         "backend's storage since the empty namespace (Redis `used_memory`, Postgres table+index+TOAST "
         "size of the namespace's schema, SQLite used pages) over the lanes.",
     ]
+    if cut:
+        out.append("Claims cut by the per-point time budget: " + ", ".join(cut) + ".")
     return out
 
 

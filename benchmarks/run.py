@@ -69,13 +69,14 @@ MODES = {
         "n": 2000, "runs": 1, "samples": 30, "drain_timeout": 10, "latency_timeout": 15,
         "hold_s": 3, "timeout": 300, "ordered_phases": "drain1",
         "raw": ["--runs", "1", "--n", "2000", "--pg-n", "500", "--bench-n", "20000"],
-        "scale_points": "1000,10000,100000", "scale_claims": 100,
+        "scale_points": "1000,10000,100000", "scale_claims": 100, "scale_budget_s": 20,
     },
     "full": {
         "n": 20000, "runs": 3, "samples": 500, "drain_timeout": 40, "latency_timeout": 60,
         "hold_s": 10, "timeout": 1500, "ordered_phases": "drain1,drain2", "ordered_runs": 2,
         "raw": ["--runs", "3"],
         "scale_points": "1000,3000,10000,30000,100000,300000,1000000", "scale_claims": 500,
+        "scale_budget_s": 120,
     },
 }  # fmt: skip
 
@@ -305,6 +306,7 @@ def main() -> None:
                 try:
                     subprocess.run([venv_python("laneway"), os.path.join(HERE, "scale.py"), "--backend", backend,
                                     "--points", mode["scale_points"], "--claims", str(mode["scale_claims"]),
+                                    "--budget-s", str(mode["scale_budget_s"]),
                                     "--out", os.path.join(out_dir, f"scale-{backend}.json")],
                                    timeout=2400, check=False)  # fmt: skip
                 except subprocess.TimeoutExpired:
