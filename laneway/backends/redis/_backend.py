@@ -3,7 +3,8 @@
 Every state change is one Lua script (``*.lua`` beside this module; the key schema is at
 the top of ``lib.lua``) run on one shard, so it is atomic and touches one hash slot. A
 plain server is one shard; a cluster has ``shards`` of them (16 by default), each pinned
-to a hash tag, and the backend visits them in turn. See ``docs/backends/redis.md``.
+to a hash tag: claims there peek at every shard and take the best lanes overall (see
+``_cluster.py``). See ``docs/backends/redis.md``.
 """
 
 from __future__ import annotations
