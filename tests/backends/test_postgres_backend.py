@@ -305,7 +305,7 @@ def test_wait_ignores_other_queues_and_returns_when_a_delayed_job_is_due(pg: Pos
     started = time.monotonic()
     pg.wait(["q"], 5.0)
     waited = time.monotonic() - started
-    assert 0.2 < waited < 1.0
+    assert 0.2 < waited < 2.5, "woke by the due time, not at the 5 s timeout"
     time.sleep(max(0.0, 0.45 - waited))
     assert len(pg.claim(["q"], worker="w", limit=5, lease_s=30)) == 1
 

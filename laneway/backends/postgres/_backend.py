@@ -201,6 +201,33 @@ class PostgresBackend(Backend):
             return list(row[0]) if row else [False] * len(outcomes)
         return list(self._scalar(self._q.finish, params))
 
+    def finish_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        queues: Sequence[str],
+        *,
+        worker: str,
+        limit: int,
+        batch: int = 1,
+        lease_s: float,
+    ) -> tuple[list[bool], list[JobRecord]]:
+        """``finish`` then ``claim`` in one round trip and one transaction (one commit).
+
+        If that call fails, the outcomes are sent again on their own (an outcome that did
+        commit is then reported refused, which only costs a log line) and no job is
+        returned; the jobs a lost reply had claimed come back when their lease runs out.
+        """
+        if limit <= 0 or not queues:
+            return self.finish(outcomes), []
+        params = [*finish_params(outcomes), list(queues), worker, limit, max(batch, 1), lease_s]
+        try:
+            rows = self._rows(self._q.finish_and_claim, params)
+        except psycopg.Error:
+            log.exception("finish_and_claim failed; sending the outcomes on their own")
+            return self.finish(outcomes), []
+        accepted = list(rows[0][0]) if rows else []
+        return accepted, [to_record(row[1:]) for row in rows if row[1] is not None]
+
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection[Any]]:
         """A pooled connection inside an open transaction: committed when the block ends

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from ._rows import ENQUEUE_ARGS, FINISH_ARGS, JOB_COLUMNS
+from ._rows import ENQUEUE_ARGS, FINISH_ARGS, JOB_COLUMNS, job_columns
 
 _PENDING_IN_LANE = "(status IN ('queued', 'retrying') OR (status = 'dead' AND on_dead = 'block'))"
 
@@ -80,6 +80,7 @@ class Queries:
     claim: sql.Composed
     extend: sql.Composed
     finish: sql.Composed
+    finish_and_claim: sql.Composed
     sweep: sql.Composed
     prune: sql.Composed
     promote: sql.Composed
@@ -111,6 +112,10 @@ class Queries:
             claim=q(f"SELECT {JOB_COLUMNS} FROM {{s}}.claim(%s::text[], %s, %s, %s, %s, %s) AS j"),
             extend=q("SELECT {s}.extend(%s::bigint[], %s)"),
             finish=q(f"SELECT {{s}}.finish({FINISH_ARGS})"),
+            finish_and_claim=q(
+                f"SELECT f.accepted, {job_columns('(f.job)')} "
+                f"FROM {{s}}.finish_and_claim({FINISH_ARGS}, %s::text[], %s, %s, %s, %s) AS f"
+            ),
             sweep=q("SELECT {s}.sweep(%s, %s)"),
             prune=q("SELECT {s}.prune(%s)"),
             promote=q("SELECT {s}.promote(%s::text[], %s)"),

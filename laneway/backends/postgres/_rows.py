@@ -8,17 +8,24 @@ from typing import Any
 
 from ..._records import JobRecord, NewJob, OnDead, Outcome, Status
 
-JOB_COLUMNS = (
-    "j.id, j.task, j.queue, j.lane, j.priority, j.payload, "
-    "CASE WHEN j.status <> 'waiting' THEN j.status "
-    "WHEN j.run_at > clock_timestamp() THEN 'scheduled' ELSE 'queued' END, "
-    "j.attempts, j.max_attempts, j.timeout_s, j.uniq, j.result_ttl_s, j.on_dead, "
-    "extract(epoch FROM j.enqueued_at)::float8, extract(epoch FROM j.run_at)::float8, "
-    "j.seq, j.token, j.worker, extract(epoch FROM j.started_at)::float8, "
-    "extract(epoch FROM j.finished_at)::float8, j.result, j.error, j.traceback"
-)
-"""Select list of a ``JobRecord`` over ``jobs AS j``: a stored job that is waiting to join
-its lane reads as scheduled until due and queued after."""
+
+def job_columns(alias: str) -> str:
+    """Select list of a ``JobRecord`` over a ``jobs`` row named ``alias``: a stored job that
+    is waiting to join its lane reads as scheduled until due and queued after."""
+    a = alias
+    return (
+        f"{a}.id, {a}.task, {a}.queue, {a}.lane, {a}.priority, {a}.payload, "
+        f"CASE WHEN {a}.status <> 'waiting' THEN {a}.status "
+        f"WHEN {a}.run_at > clock_timestamp() THEN 'scheduled' ELSE 'queued' END, "
+        f"{a}.attempts, {a}.max_attempts, {a}.timeout_s, {a}.uniq, {a}.result_ttl_s, {a}.on_dead, "
+        f"extract(epoch FROM {a}.enqueued_at)::float8, extract(epoch FROM {a}.run_at)::float8, "
+        f"{a}.seq, {a}.token, {a}.worker, extract(epoch FROM {a}.started_at)::float8, "
+        f"extract(epoch FROM {a}.finished_at)::float8, {a}.result, {a}.error, {a}.traceback"
+    )
+
+
+JOB_COLUMNS = job_columns("j")
+"""``job_columns`` over ``jobs AS j``."""
 
 
 def to_record(row: Sequence[Any]) -> JobRecord:

@@ -355,44 +355,53 @@ SET search_path FROM CURRENT SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_now timestamptz := clock_timestamp();
     v_live bigint[];
-    v_ok boolean[] := '{}';
-    v_done boolean;
-    v text;
+    v_n bigint[];
+    v_queues text[];
+    v_lanes text[];
+    v_tokens bigint[];
+    v_verdicts text[];
     r record;
 BEGIN
     SELECT coalesce(array_agg(token), '{}') INTO v_live FROM (
         SELECT token FROM leases WHERE token = ANY(p_tokens) AND expires_at > v_now
          ORDER BY token FOR UPDATE) AS s;
+    IF cardinality(v_live) = 0 THEN
+        RETURN array_fill(false, ARRAY[cardinality(p_ids)]);
+    END IF;
     FOR r IN SELECT DISTINCT queue, lane FROM jobs
               WHERE id = ANY(p_ids) AND lane IS NOT NULL AND status = 'running' AND token = ANY(v_live)
               ORDER BY 1, 2 LOOP
         PERFORM lane_lock(r.queue, r.lane);
     END LOOP;
-    FOR i IN 1 .. cardinality(p_ids) LOOP
-        v_done := NULL;
-        v := p_verdicts[i];
-        IF p_tokens[i] = ANY(v_live) THEN
-            UPDATE jobs SET
-                status = CASE v WHEN 'succeeded' THEN 'succeeded' WHEN 'retry' THEN 'retrying'
-                                WHEN 'dead' THEN 'dead' ELSE 'queued' END,
-                result = CASE WHEN v = 'succeeded' THEN p_results[i] ELSE result END,
-                error = CASE WHEN v IN ('retry', 'dead') THEN p_errors[i] ELSE error END,
-                traceback = CASE WHEN v IN ('retry', 'dead') THEN p_tracebacks[i] ELSE traceback END,
-                run_at = CASE WHEN v = 'retry' THEN v_now + make_interval(secs => p_delays[i]) ELSE run_at END,
-                attempts = CASE WHEN v = 'release' THEN attempts - 1 ELSE attempts END,
-                finished_at = CASE WHEN v IN ('succeeded', 'dead') THEN v_now ELSE finished_at END,
-                expires_at = CASE WHEN v = 'succeeded' THEN v_now + make_interval(secs => result_ttl_s) END,
-                token = NULL
-             WHERE id = p_ids[i] AND token = p_tokens[i] AND status = 'running'
-            RETURNING true INTO v_done;
-        END IF;
-        v_ok := v_ok || coalesce(v_done, false);
-    END LOOP;
-    FOR r IN SELECT DISTINCT j.queue, j.lane, u.token,
-                    bool_or(u.verdict IN ('retry', 'release')) OVER (PARTITION BY j.queue) AS requeued
-               FROM unnest(p_ids, p_tokens, p_verdicts, v_ok) AS u(id, token, verdict, ok)
-               JOIN jobs AS j ON j.id = u.id
-              WHERE u.ok ORDER BY 1, 2 LOOP
+    -- One UPDATE for every outcome (the first of several for one job wins; the rest are refused).
+    WITH o AS (
+        SELECT DISTINCT ON (x.id) x.*
+          FROM unnest(p_ids, p_tokens, p_verdicts, p_results, p_errors, p_tracebacks, p_delays)
+               WITH ORDINALITY AS x(id, token, verdict, result, error, tb, delay, n)
+         WHERE x.token = ANY(v_live)
+         ORDER BY x.id, x.n
+    ), u AS (
+        UPDATE jobs AS j SET
+            status = CASE o.verdict WHEN 'succeeded' THEN 'succeeded' WHEN 'retry' THEN 'retrying'
+                                    WHEN 'dead' THEN 'dead' ELSE 'queued' END,
+            result = CASE WHEN o.verdict = 'succeeded' THEN o.result ELSE j.result END,
+            error = CASE WHEN o.verdict IN ('retry', 'dead') THEN o.error ELSE j.error END,
+            traceback = CASE WHEN o.verdict IN ('retry', 'dead') THEN o.tb ELSE j.traceback END,
+            run_at = CASE WHEN o.verdict = 'retry' THEN v_now + make_interval(secs => o.delay) ELSE j.run_at END,
+            attempts = CASE WHEN o.verdict = 'release' THEN j.attempts - 1 ELSE j.attempts END,
+            finished_at = CASE WHEN o.verdict IN ('succeeded', 'dead') THEN v_now ELSE j.finished_at END,
+            expires_at = CASE WHEN o.verdict = 'succeeded' THEN v_now + make_interval(secs => j.result_ttl_s) END,
+            token = NULL
+          FROM o
+         WHERE j.id = o.id AND j.token = o.token AND j.status = 'running'
+        RETURNING o.n, j.queue, j.lane, o.token, o.verdict
+    )
+    SELECT coalesce(array_agg(n), '{}'), array_agg(queue), array_agg(lane), array_agg(token), array_agg(verdict)
+      INTO v_n, v_queues, v_lanes, v_tokens, v_verdicts FROM u;
+    -- Release each lane whose lease has no running job left in it; wake claims for ready work.
+    FOR r IN SELECT u.queue, u.lane, u.token, bool_or(u.verdict IN ('retry', 'release')) AS requeued
+               FROM unnest(v_queues, v_lanes, v_tokens, v_verdicts) AS u(queue, lane, token, verdict)
+              GROUP BY 1, 2, 3 ORDER BY 1, 2 LOOP
         IF r.lane IS NULL THEN
             IF r.requeued THEN
                 PERFORM pg_notify(channel(), r.queue);
@@ -407,7 +416,32 @@ BEGIN
     END LOOP;
     DELETE FROM leases AS l WHERE l.token = ANY(v_live)
        AND NOT EXISTS (SELECT 1 FROM jobs WHERE token = l.token AND status = 'running');
-    RETURN v_ok;
+    RETURN ARRAY(SELECT i = ANY(v_n) FROM generate_series(1, cardinality(p_ids)) AS i ORDER BY i);
+END
+$$;
+
+-- finish(...) then claim(...) in one transaction: the worker's acknowledgement and its next
+-- claim cost one round trip and one commit. Every row carries the finish's verdicts; the
+-- claimed jobs come as the job column (a single row with a NULL job when none was claimed).
+CREATE FUNCTION finish_and_claim(
+    p_ids text[], p_tokens bigint[], p_verdicts text[], p_results bytea[], p_errors text[],
+    p_tracebacks text[], p_delays double precision[],
+    p_queues text[], p_worker text, p_limit integer, p_batch integer, p_lease_s double precision)
+RETURNS TABLE (accepted boolean[], job jobs)
+LANGUAGE plpgsql
+SET search_path FROM CURRENT SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+    v_accepted boolean[] := '{}';
+BEGIN
+    IF cardinality(p_ids) > 0 THEN
+        v_accepted := finish(p_ids, p_tokens, p_verdicts, p_results, p_errors, p_tracebacks, p_delays);
+    END IF;
+    IF p_limit > 0 THEN
+        RETURN QUERY SELECT v_accepted, c FROM claim(p_queues, p_worker, p_limit, p_batch, NULL, p_lease_s) AS c;
+    END IF;
+    IF NOT FOUND OR p_limit <= 0 THEN
+        RETURN QUERY SELECT v_accepted, NULL::jobs;
+    END IF;
 END
 $$;
 
