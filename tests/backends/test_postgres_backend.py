@@ -355,3 +355,34 @@ def test_async_enqueue_honours_unique_keys(pg: PostgresBackend) -> None:
     results = asyncio.run(produce())
     assert len({job_id for job_id, _ in results}) == 1
     assert sum(created for _, created in results) == 1
+
+
+def test_a_namespace_at_an_older_version_is_upgraded_by_migrate(pg: PostgresBackend) -> None:
+    """Simulate a namespace created by a laneway that shipped only migration 0001."""
+    schema = sql.Identifier(pg.schema)
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        functions = conn.execute(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = %s",
+            [pg.schema],
+        ).fetchall()
+        for (signature,) in functions:
+            conn.execute(sql.SQL("DROP FUNCTION {}").format(sql.SQL(signature)))
+        conn.execute(sql.SQL("DELETE FROM {}.laneway_migrations WHERE version > 1").format(schema))
+    assert pg.schema_version() == 1
+    assert pg.migrate() == [m.version for m in _schema.migrations() if m.version > 1]
+    pg.enqueue([job := new_job(lane="a")])
+    assert [r.id for r in pg.claim(["q"], worker="w", limit=1, lease_s=30)] == [job.id]
+
+
+def test_an_idle_lane_leaves_no_row_behind(pg: PostgresBackend) -> None:
+    pg.enqueue([new_job(lane="a"), new_job(lane="a")])
+    for _ in range(2):
+        [rec] = pg.claim(["q"], worker="w", limit=1, lease_s=30)
+        assert pg.finish([Outcome(rec.id, rec.token or 0, Verdict.SUCCEEDED)]) == [True]
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        rows = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}.lanes").format(sql.Identifier(pg.schema))
+        ).fetchone()
+    assert rows == (0,)
+    assert pg.lanes("q") == []
