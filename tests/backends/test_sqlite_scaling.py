@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from laneway._records import NewJob, OnDead, Outcome, Priority, Verdict
+from laneway._records import NewJob, OnDead, Outcome, Priority, Status, Verdict
 from laneway.backends.sqlite import SQLiteBackend
 from laneway.backends.sqlite import _ops as ops
 from laneway.backends.sqlite._sql import _TEMPLATES, Sql
@@ -260,6 +260,50 @@ def test_concurrent_writers_share_one_commit_and_a_failing_one_fails_alone(backe
     with db.connection() as conn:
         assert sorted(row[0] for row in conn.execute("SELECT i FROM t")) == [0, 1, 2, 4, 5]
     assert len(commits) == 1
+
+
+def test_finish_and_claim_acks_and_refills_in_one_commit(backend: SQLiteBackend) -> None:
+    """The worker's ack-and-refill is one transaction: the lane its ack frees is claimed
+    again in the same call, with one commit (one disk sync)."""
+    first, second = new_job(lane="x"), new_job(lane="x")
+    backend.enqueue([first, second])
+    (running,) = backend.claim(["default"], worker="w", limit=5, lease_s=30)
+    commits: list[str] = []
+    for conn in backend._db._all:
+        conn.set_trace_callback(lambda stmt: commits.append(stmt) if stmt == "COMMIT" else None)
+    accepted, claimed = backend.finish_and_claim(
+        [Outcome(running.id, running.token or 0, Verdict.SUCCEEDED)],
+        ["default"],
+        worker="w",
+        limit=1,
+        lease_s=30,
+    )
+    assert accepted == [True] and [r.id for r in claimed] == [second.id]
+    assert len(commits) == 1
+
+
+def test_finish_and_claim_keeps_the_acks_when_its_claim_fails(
+    backend: SQLiteBackend, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = new_job()
+    backend.enqueue([job, new_job()])
+    (running,) = backend.claim(["default"], worker="w", limit=1, lease_s=30)
+
+    def broken(*_args: object, **_kw: object) -> None:
+        raise RuntimeError("claim broke")
+
+    monkeypatch.setattr(ops, "claim", broken)
+    accepted, claimed = backend.finish_and_claim(
+        [Outcome(running.id, running.token or 0, Verdict.SUCCEEDED)],
+        ["default"],
+        worker="w",
+        limit=1,
+        lease_s=30,
+    )
+    assert accepted == [True] and claimed == []
+    rec = backend.get_job(job.id)
+    assert rec is not None and rec.status is Status.SUCCEEDED
+    assert "claim broke" in caplog.text
 
 
 FORK_SCRIPT = """

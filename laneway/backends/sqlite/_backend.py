@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import time
@@ -15,7 +16,7 @@ from ..._records import EnqueueResult, JobRecord, LaneInfo, NewJob, Outcome, Que
 from .._base import Backend
 from . import _inspect as inspect
 from . import _ops as ops
-from ._db import Database, is_busy, parse_url
+from ._db import Database, in_savepoint, is_busy, parse_url
 from ._schema import drop_namespace, ensure_schema
 from ._sql import Sql
 
@@ -116,6 +117,37 @@ class SQLiteBackend(Backend):
             )  # fmt: skip
 
         return self._db.write(body, "claim")
+
+    def finish_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        queues: Sequence[str],
+        *,
+        worker: str,
+        limit: int,
+        batch: int = 1,
+        lease_s: float,
+    ) -> tuple[list[bool], list[JobRecord]]:
+        """``finish`` then ``claim`` in one transaction: one commit (one disk sync with
+        ``synchronous=FULL``) per ack-and-refill of a worker. The claim runs in a savepoint:
+        if it fails, the outcomes still commit and no jobs are returned."""
+        if not outcomes:
+            return super().finish_and_claim(
+                outcomes, queues, worker=worker, limit=limit, batch=batch, lease_s=lease_s
+            )
+        queues = list(queues)
+
+        def body(conn: sqlite3.Connection, now: float) -> tuple[list[bool], list[JobRecord]]:
+            accepted = ops.finish(conn, self._sql, now, outcomes)
+            if limit <= 0 or not queues:
+                return accepted, []
+            claim = functools.partial(
+                ops.claim, conn, self._sql, now, queues, worker=worker, limit=limit, batch=max(1, batch),
+                max_lanes=None, lease_s=lease_s,
+            )  # fmt: skip
+            return accepted, in_savepoint(conn, claim, default=[])
+
+        return self._db.write(body, "finish_and_claim")
 
     def extend(self, tokens: Sequence[int], lease_s: float) -> list[bool]:
         if not tokens:

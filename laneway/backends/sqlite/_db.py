@@ -20,6 +20,7 @@ fork).
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import sqlite3
@@ -34,6 +35,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from ..._errors import ConfigError, LanewayError
 
 T = TypeVar("T")
+log = logging.getLogger("laneway.backends.sqlite")
 
 SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _BACKOFF_FIRST_S = 0.0001
@@ -116,6 +118,27 @@ class _Write:
     done: bool = False
     result: Any = None
     error: BaseException | None = None
+
+
+def in_savepoint(conn: sqlite3.Connection, step: Callable[[], T], *, default: T) -> T:
+    """Run ``step()`` inside a savepoint of the open transaction; if it fails (other than
+    busy, which fails the whole transaction so that it is retried), undo only its
+    changes, log the error and return ``default``."""
+    conn.execute("SAVEPOINT laneway_step")
+    try:
+        result = step()
+    except sqlite3.OperationalError as exc:
+        if is_busy(exc):
+            raise
+        conn.execute("ROLLBACK TO laneway_step")
+        log.exception("a step of a transaction failed and was undone alone")
+        result = default
+    except Exception:
+        conn.execute("ROLLBACK TO laneway_step")
+        log.exception("a step of a transaction failed and was undone alone")
+        result = default
+    conn.execute("RELEASE laneway_step")
+    return result
 
 
 def _run_in_savepoint(conn: sqlite3.Connection, request: _Write) -> None:
