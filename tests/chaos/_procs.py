@@ -197,6 +197,18 @@ class Producer:
         self.refs.append(JobRef(job.id, lane, seq))
         return job.id
 
+    def send_many(
+        self, task: str, lane: str | None, seqs: range, *args: object, **options: object
+    ) -> list[str]:
+        """Enqueue ``task(lane, seq, *args)`` for every seq in one round trip; returns the ids."""
+        bound = self.app.tasks[task].options(lane=lane, **options)
+        jobs = bound.enqueue_many([((lane, seq, *args), {}) for seq in seqs])
+        at = clock()
+        for job, seq in zip(jobs, seqs, strict=True):
+            self.recorder.record(EventKind.ENQUEUE, job.id, lane, seq, time=at)
+            self.refs.append(JobRef(job.id, lane, seq))
+        return [job.id for job in jobs]
+
     def close(self) -> None:
         self.recorder.close()
         self.app.close()

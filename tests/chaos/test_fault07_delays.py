@@ -5,7 +5,7 @@ Jobs are enqueued with delays spread uniformly over a window; workers idle in
 compared with the due time the backend stored (``run_at``): none may start early, and
 the 99th percentile of lateness must be at most 1 s.
 
-CI size: 1,000 jobs over 0-10 s. Soak size (``LANEWAY_SOAK=1``): 10,000 over 0-60 s.
+CI size: 500 jobs over 0-10 s. Soak size (``LANEWAY_SOAK=1``): 10,000 over 0-60 s.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def test_delayed_jobs_never_start_early_and_p99_lateness_is_within_1s(
 ) -> None:
     target = chaos_factory(kind)
     backend = target.open()
-    jobs, window_s = size(1000, 10_000), sizef(10.0, 60.0)
+    jobs, window_s = size(500, 10_000), sizef(10.0, 60.0)
     rng = random.Random(7)
     with Fleet(tmp_path, target.url, target.namespace) as fleet:
         producer = Producer(fleet, target.url, target.namespace)
@@ -42,7 +42,7 @@ def test_delayed_jobs_never_start_early_and_p99_lateness_is_within_1s(
                     producer.send("step", None, seq, delay=rng.uniform(0.0, window_s))
             finally:
                 producer.close()
-            wait_until(lambda: pending(backend) == 0, window_s + 60, "every delayed job to run", every_s=0.5)
+            wait_until(lambda: pending(backend) == 0, window_s + 30, "every delayed job to run", every_s=0.5)
         events = fleet.events()
     first_start: dict[str, float] = {}
     for e in sorted(events, key=lambda e: e.time):

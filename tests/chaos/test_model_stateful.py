@@ -308,7 +308,7 @@ class LeaseModel(RuleBasedStateMachine):
 
 
 def _settings(kind: str) -> settings:
-    examples = (200 if kind == "memory" else 60) if SOAK else (40 if kind == "memory" else 8)
+    examples = (200 if kind == "memory" else 60) if SOAK else (30 if kind == "memory" else 5)
     return settings(
         max_examples=examples,
         stateful_step_count=50 if SOAK else 25,
