@@ -155,3 +155,55 @@ def test_network_cut_between_workers_and_server_loses_nothing_keeps_order_and_re
     assert report.unexpected == () and report.disallowed_duplicates == (), report.details()
     if fault == "blackhole":
         assert taken > 0, "no job held by a cut-off worker was taken over: the blackhole tested nothing"
+
+
+OUTAGE_S = 10.0
+
+
+@pytest.mark.parametrize("kind", ["redis", "postgres"])
+@timeout(120, 240)
+def test_a_worker_cut_off_from_its_server_for_10s_keeps_running_and_works_again(
+    kind: str, tmp_path: Path, figures: Figures
+) -> None:
+    url = SHARED[kind]
+    require_server(url, kind)
+    namespace = fresh_namespace()
+    backend = open_backend(url, namespace)
+    try:
+        with TcpProxy(urlsplit(url).port or 0) as proxy, Fleet(tmp_path, url, namespace) as fleet:
+            worker = fleet.worker("cut-off", concurrency=2, lease_s=LEASE_S,
+                                  env={"LANEWAY_CHAOS_URL": _through(url, proxy.port)})  # fmt: skip
+            producer = Producer(fleet, url, namespace)
+            try:
+                producer.send("step", "before", 0)
+                wait_until(lambda: _ackers(fleet), 90, "the worker to work")
+                proxy.reset()
+                time.sleep(OUTAGE_S)
+                alive_during = worker.alive()
+                proxy.heal()
+                healed = time.monotonic()
+                producer.send("step", "after", 0)
+                wait_until(
+                    lambda: len(_acked(fleet)) >= 2 or not worker.alive(), 60, "the job sent after the outage"
+                )
+                resumed_s = time.monotonic() - healed
+            finally:
+                producer.close()
+            alive = worker.alive()
+            log = worker.log_text()
+    finally:
+        drop = getattr(backend, "drop_namespace", None)
+        if callable(drop):
+            drop()
+        backend.close()
+    figures(backend=kind, outage_s=OUTAGE_S, worker_alive=alive, resumed_s=round(resumed_s, 2))
+    assert alive_during and alive, (
+        f"the worker process exited during a {OUTAGE_S:.0f} s outage of its server "
+        f"(laneway/_worker.py Worker._fetch_loop re-raises a backend error from claim(), ending run()):\n"
+        f"{log[-3000:]}"
+    )
+    assert len(_acked(fleet)) >= 2
+
+
+def _acked(fleet: Fleet) -> set[str]:
+    return {e.job_id for e in fleet.events() if e.kind is EventKind.ACK}
