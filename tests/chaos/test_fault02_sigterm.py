@@ -4,8 +4,10 @@ Two workers get SIGTERM at the same moment, each with all its slots busy:
 
 - the *patient* one (grace 5 s) runs 1 s jobs: they finish within the grace period and
   are acked; it claims nothing after the signal;
-- the *hurried* one (grace 1 s) runs 6 s jobs: they are still running when the grace
+- the *hurried* one (grace 1 s) runs 12 s jobs: they are still running when the grace
   period ends, so it releases them: back to the head of their lanes, attempt not spent.
+  (12 s is longer than the worker's whole shutdown may take, so its abandoned handlers
+  die with the process instead of finishing their side effect a second time.)
 
 Both must exit within their grace + 2 s. A third worker then finishes everything; the
 whole history must show 0 lost, 0 duplicates (none allowed), lanes in order.
@@ -32,7 +34,7 @@ PER_LANE = 3
 PATIENT_GRACE_S = 5.0
 HURRIED_GRACE_S = 1.0
 SHORT_JOB_S = 1.0
-LONG_JOB_S = 6.0
+LONG_JOB_S = 12.0
 CLAIM_IN_FLIGHT_S = 1.0
 """A claim sent just before the signal may be recorded just after it; later ones may not."""
 
