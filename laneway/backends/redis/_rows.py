@@ -7,6 +7,7 @@ Job hash fields are listed in ``lib.lua``; scripts return them in the order of
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from ..._records import JobRecord, NewJob, OnDead, Outcome, Status, Verdict
 
@@ -26,63 +27,42 @@ STATUS_OF: dict[bytes, Status] = {
 CODE_OF = {status: code.decode() for code, status in STATUS_OF.items()}
 VERDICT_CODE = {Verdict.SUCCEEDED: "D", Verdict.RETRY: "Y", Verdict.DEAD: "X", Verdict.RELEASE: "L"}
 
-Row = Sequence[bytes | int | None]
-"""A job id and its fields as a script or HMGET returns them (numbers set in the same
-script come back as integers)."""
+Row = Sequence[Any]
+"""A job id and its fields as a script or HMGET returns them (bytes or None; numbers set
+by the same script come back as integers)."""
 
 FIELD_NAMES = ("k", "q", "l", "p", "P", "s", "a", "m", "o", "u", "x", "B", "e", "r", "n", "t", "w", "g",
                "f", "R", "E", "T")  # fmt: skip
 """Job hash fields in the order ``record`` reads them (``FIELDS`` in ``lib.lua``)."""
 
 
-def _text(value: bytes | int | None) -> str | None:
-    return None if value is None else value.decode() if isinstance(value, bytes) else str(value)
+_RUNNING, _BLOCK, _SKIP = Status.RUNNING, OnDead.BLOCK, OnDead.SKIP
 
 
-def _time(value: bytes | int | None) -> float | None:
-    return None if value is None else int(value) / US
-
-
-def _str(value: bytes | int | None) -> str:
-    text = _text(value)
-    assert text is not None, "a job hash is missing a required field"
-    return text
-
-
-def _bytes(value: bytes | int | None) -> bytes | None:
-    return value if value is None or isinstance(value, bytes) else str(value).encode()
+def _opt_text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode()
 
 
 def record(row: Row) -> JobRecord:
-    """A ``JobRecord`` from the job id followed by an ``HMGET`` of FIELDS (``lib.lua``)."""
+    """A ``JobRecord`` from the job id followed by an ``HMGET`` of FIELDS (``lib.lua``).
+
+    Text fields are always bytes (or None); numbers are bytes from a read, or integers
+    when the same script just set them: ``int()`` takes both. This runs for every claimed
+    job, so it stays flat.
+    """
     (job_id, task, queue, lane, prio, payload, status, attempts, max_attempts, timeout, unique, ttl,
      block, enqueued, run_at, seq, lease, worker, started, finished, result, error, tb) = row  # fmt: skip
-    state = STATUS_OF[status if isinstance(status, bytes) else _str(status).encode()]
+    state = STATUS_OF[status]
     return JobRecord(
-        id=_str(job_id),
-        task=_str(task),
-        queue=_str(queue),
-        lane=_text(lane),
-        priority=int(prio or 0),
-        payload=_bytes(payload) or b"",
-        status=state,
-        attempts=int(attempts or 0),
-        max_attempts=int(max_attempts or 0),
-        timeout_s=None if timeout is None else float(timeout),
-        unique=_text(unique),
-        result_ttl_s=int(ttl or 0) / US,
-        on_dead=OnDead.BLOCK if block else OnDead.SKIP,
-        enqueued_at=int(enqueued or 0) / US,
-        run_at=int(run_at or 0) / US,
-        seq=None if seq is None else int(seq),
-        token=int(lease) if lease is not None and state is Status.RUNNING else None,
-        worker=_text(worker),
-        started_at=_time(started),
-        finished_at=_time(finished),
-        result=_bytes(result),
-        error=_text(error),
-        traceback=_text(tb),
-    )
+        job_id.decode(), task.decode(), queue.decode(), None if lane is None else lane.decode(),
+        int(prio), payload or b"", state, int(attempts), int(max_attempts),
+        None if timeout is None else float(timeout), None if unique is None else unique.decode(),
+        int(ttl) / US, _BLOCK if block else _SKIP, int(enqueued) / US, int(run_at) / US,
+        None if seq is None else int(seq),
+        int(lease) if lease is not None and state is _RUNNING else None,
+        _opt_text(worker), None if started is None else int(started) / US,
+        None if finished is None else int(finished) / US, result, _opt_text(error), _opt_text(tb),
+    )  # fmt: skip
 
 
 def job_args(job: NewJob) -> list[str | bytes | int]:
