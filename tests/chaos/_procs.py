@@ -8,6 +8,9 @@ so no test leaves a process behind.
 
 ``skew_s`` starts a worker whose ``time.time``/``time.time_ns`` run ``skew_s`` seconds
 off, through ``tests/chaos/skew/sitecustomize.py`` on its ``PYTHONPATH``.
+
+``Producer`` enqueues from the test process and records each ENQUEUE; ``ThreadWorkers``
+runs workers in threads of the test process (for ``memory://``).
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ class Proc:
     popen: subprocess.Popen[bytes]
     log: Path
     started: float = field(default_factory=time.monotonic)
+    group: bool = False
+    """Whether it has children of its own (a supervisor) in its process group."""
 
     @property
     def pid(self) -> int:
@@ -131,7 +136,7 @@ class Fleet:
             popen = subprocess.Popen(
                 cmd, cwd=REPO, env={**self.env, **(env or {})}, stdout=out, stderr=out, start_new_session=True
             )
-        proc = Proc(name, popen, log)
+        proc = Proc(name, popen, log, group="-p" in cmd)
         self.procs.append(proc)
         return proc
 
@@ -152,6 +157,8 @@ class Fleet:
         """SIGCONT, then SIGKILL, the process group of every process started (a
         supervisor's children too), and reap them all."""
         for proc in self.procs:
+            if not (proc.alive() or proc.group):
+                continue  # reaped, and alone in its group: nothing left to stop
             for sig in (signal.SIGCONT, signal.SIGKILL):
                 try:
                     os.killpg(proc.pid, sig)
