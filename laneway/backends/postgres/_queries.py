@@ -16,24 +16,40 @@ _PENDING_IN_LANE = "(status IN ('queued', 'retrying') OR (status = 'dead' AND on
 
 _STATS = """
 WITH clock AS (SELECT clock_timestamp() AS now),
-counts AS (
+pending AS (
     SELECT queue,
-           count(*) FILTER (WHERE status = 'waiting' AND run_at > clock.now),
-           count(*) FILTER (WHERE status = 'queued' OR (status = 'waiting' AND run_at <= clock.now)),
-           count(*) FILTER (WHERE status = 'running'),
-           count(*) FILTER (WHERE status = 'retrying'),
-           count(*) FILTER (WHERE status = 'succeeded'),
-           count(*) FILTER (WHERE status = 'dead'),
-           count(*) FILTER (WHERE status = 'cancelled'),
-           extract(epoch FROM clock.now - min(run_at) FILTER (
-               WHERE status = 'queued' OR (status = 'waiting' AND run_at <= clock.now)))::float8
-      FROM {s}.jobs, clock
-     GROUP BY queue, clock.now
+           CASE WHEN status = 'retrying' THEN 'retrying'
+                WHEN run_at > (SELECT now FROM clock) THEN 'scheduled' ELSE 'queued' END AS st,
+           CASE WHEN status = 'waiting' AND run_at <= (SELECT now FROM clock) THEN run_at END AS ready_at
+      FROM {s}.jobs WHERE status IN ('waiting', 'retrying')
+    UNION ALL
+    SELECT queue, 'queued', run_at FROM {s}.jobs WHERE lane IS NULL AND status = 'queued'
+    UNION ALL
+    SELECT queue, 'queued', run_at FROM {s}.jobs WHERE lane IS NOT NULL AND status = 'queued'
+    UNION ALL
+    SELECT queue, 'running', NULL FROM {s}.jobs WHERE status = 'running'
+),
+counts AS (
+    SELECT queue, st, count(*) AS n, min(ready_at) AS oldest FROM pending GROUP BY 1, 2
+    UNION ALL
+    SELECT queue, status, count(*), NULL FROM {s}.jobs
+     WHERE status IN ('succeeded', 'dead', 'cancelled') GROUP BY 1, 2
 )
-SELECT counts.*, coalesce(l.n, 0)
-  FROM counts LEFT JOIN (SELECT queue, count(*) AS n FROM {s}.lanes GROUP BY queue) AS l USING (queue)
- ORDER BY counts.queue
+SELECT c.queue,
+       coalesce(sum(c.n) FILTER (WHERE c.st = 'scheduled'), 0)::bigint,
+       coalesce(sum(c.n) FILTER (WHERE c.st = 'queued'), 0)::bigint,
+       coalesce(sum(c.n) FILTER (WHERE c.st = 'running'), 0)::bigint,
+       coalesce(sum(c.n) FILTER (WHERE c.st = 'retrying'), 0)::bigint,
+       coalesce(sum(c.n) FILTER (WHERE c.st = 'succeeded'), 0)::bigint,
+       coalesce(sum(c.n) FILTER (WHERE c.st = 'dead'), 0)::bigint,
+       coalesce(sum(c.n) FILTER (WHERE c.st = 'cancelled'), 0)::bigint,
+       extract(epoch FROM (SELECT now FROM clock) - min(c.oldest))::float8,
+       (SELECT count(*) FROM {s}.lanes AS l WHERE l.queue = c.queue)
+  FROM counts AS c
+ GROUP BY c.queue
+ ORDER BY c.queue
 """
+"""Counts per queue, each read through the partial index of its state."""
 
 _LANES = f"""
 SELECT l.lane, l.held IS NOT NULL, h.id, h.status, h.attempts,

@@ -26,15 +26,18 @@
 -- Sequences (CACHE 1 so values are increasing across connections)
 --   job_seq      lane positions;   lease_token   fencing tokens.
 --
--- Indexes (each one serves one access path; a claim never scans a lane)
+-- Indexes (each one serves one access path; a claim never scans a lane). Every index on
+-- jobs but the primary key is partial, over the rows of one state: a status changes at
+-- every step of a job, so a full index on it would take an entry at every step and, with
+-- statistics that lag behind a queue's churn, tempt the planner into scanning every
+-- queued or running job where one partial index gives the answer.
 --   jobs_lane_pending  (queue, lane, seq) over a lane's waiting work: its head is the first entry
 --   jobs_solo_ready    (queue, priority DESC, seq) over ready jobs without a lane
 --   jobs_due           (queue, run_at) over waiting and retrying jobs: promotion and the wait timeout
 --   jobs_running       (token) over running jobs: finish, release and sweep
 --   jobs_unique        unique key of pending jobs
 --   jobs_expiry        (expires_at) over prunable jobs
---   jobs_queue_status  (queue, status, run_at): stats and listings
---   jobs_recent        (nid): listings, newest first
+--   jobs_final         (queue, status) over succeeded, dead and cancelled jobs: stats, purge
 --   lanes_ready        (queue, head_priority DESC, head_seq) over free lanes whose head is queued:
 --                      the claim reads this index from its start, so its cost does not depend
 --                      on the number of lanes, their depth, or blocked/delayed work
@@ -82,8 +85,7 @@ CREATE INDEX jobs_running ON jobs (token) WHERE status = 'running';
 CREATE UNIQUE INDEX jobs_unique ON jobs (uniq)
     WHERE uniq IS NOT NULL AND status IN ('waiting', 'queued', 'running', 'retrying');
 CREATE INDEX jobs_expiry ON jobs (expires_at) WHERE expires_at IS NOT NULL;
-CREATE INDEX jobs_queue_status ON jobs (queue, status, run_at);
-CREATE INDEX jobs_recent ON jobs (nid);
+CREATE INDEX jobs_final ON jobs (queue, status) WHERE status IN ('succeeded', 'dead', 'cancelled');
 
 CREATE TABLE lanes (
     queue          text COLLATE "C" NOT NULL,

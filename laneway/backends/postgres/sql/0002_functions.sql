@@ -314,9 +314,10 @@ BEGIN
     IF v_token IS NULL THEN
         RETURN;
     END IF;
-    UPDATE jobs SET status = 'running', attempts = attempts + 1, token = v_token,
-                    worker = p_worker, started_at = v_now
-     WHERE id = ANY(v_ids) AND status = 'queued';
+    UPDATE jobs AS j SET status = 'running', attempts = j.attempts + 1, token = v_token,
+                         worker = p_worker, started_at = v_now
+      FROM unnest(v_ids) AS u(id)
+     WHERE j.id = u.id AND j.status = 'queued';
     INSERT INTO leases (token, worker, expires_at)
     VALUES (v_token, p_worker, v_now + make_interval(secs => p_lease_s));
     RETURN QUERY
