@@ -17,9 +17,11 @@ Durability (``synchronous``):
 
 Concurrency:
     Reads never block. Writes (enqueue, claim, finish, extend, sweep) are one
-    ``BEGIN IMMEDIATE`` transaction each; threads of a process queue on a process lock,
-    processes retry ``SQLITE_BUSY`` with jittered backoff for up to ``busy_timeout_s``
-    (default 30 s), so many worker processes on one file share it without errors.
+    ``BEGIN IMMEDIATE`` transaction each; ``finish_and_claim`` is one transaction too.
+    Threads of a process queue on a process lock and the writes waiting behind it share
+    the next commit (group commit, each in its own savepoint); processes retry
+    ``SQLITE_BUSY`` with jittered backoff for up to ``busy_timeout_s`` (default 30 s), so
+    many worker processes on one file share it without errors.
 
 Time:
     SQLite has no server, so the backend's clock is the local wall clock

@@ -1,10 +1,11 @@
 """Connections to one SQLite file: URL parsing, a per-process pool, and busy retries.
 
-Every write runs as one ``BEGIN IMMEDIATE`` transaction through :meth:`Database.write`:
+Every write runs in a ``BEGIN IMMEDIATE`` transaction through :meth:`Database.write`:
 
 - Threads of one process take a process-wide lock before they ask SQLite for the write
   lock, so they queue on a cheap ``threading.Lock`` instead of spinning on
-  ``SQLITE_BUSY`` against each other.
+  ``SQLITE_BUSY`` against each other; the bodies queued behind the lock run together in
+  the next transaction, one savepoint each, with one commit (group commit).
 - Between processes, ``SQLITE_BUSY`` ("database is locked") is retried with jittered
   exponential backoff (0.1 ms up to 2 ms) until ``busy_timeout_s`` has passed. SQLite's
   own busy handler is switched off: its fixed sleeps (1, 2, 5, 10, ... 100 ms) cost more
