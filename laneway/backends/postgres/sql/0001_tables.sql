@@ -37,7 +37,7 @@
 --   jobs_running       (token) over running jobs: finish, release and sweep
 --   jobs_unique        unique key of pending jobs
 --   jobs_expiry        (expires_at) over prunable jobs
---   jobs_final         (queue, status) over succeeded, dead and cancelled jobs: stats, purge
+--   jobs_final         (status, queue) over succeeded, dead and cancelled jobs: stats, purge
 --   lanes_ready        (queue, head_priority DESC, head_seq) over free lanes whose head is queued:
 --                      the claim reads this index from its start, so its cost does not depend
 --                      on the number of lanes, their depth, or blocked/delayed work
@@ -85,7 +85,7 @@ CREATE INDEX jobs_running ON jobs (token) WHERE status = 'running';
 CREATE UNIQUE INDEX jobs_unique ON jobs (uniq)
     WHERE uniq IS NOT NULL AND status IN ('waiting', 'queued', 'running', 'retrying');
 CREATE INDEX jobs_expiry ON jobs (expires_at) WHERE expires_at IS NOT NULL;
-CREATE INDEX jobs_final ON jobs (queue, status) WHERE status IN ('succeeded', 'dead', 'cancelled');
+CREATE INDEX jobs_final ON jobs (status, queue) WHERE status IN ('succeeded', 'dead', 'cancelled');
 
 CREATE TABLE lanes (
     queue          text COLLATE "C" NOT NULL,

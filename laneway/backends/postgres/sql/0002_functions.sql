@@ -502,10 +502,11 @@ CREATE FUNCTION prune(p_limit integer) RETURNS integer
 LANGUAGE plpgsql
 SET search_path FROM CURRENT SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
+    v_now timestamptz := clock_timestamp();
     v_n integer;
 BEGIN
     WITH doomed AS (
-        SELECT id FROM jobs WHERE expires_at <= clock_timestamp()
+        SELECT id FROM jobs WHERE expires_at <= v_now
          ORDER BY expires_at LIMIT p_limit FOR UPDATE SKIP LOCKED
     )
     DELETE FROM jobs AS j USING doomed WHERE j.id = doomed.id;
@@ -606,7 +607,8 @@ BEGIN
     END IF;
     WITH doomed AS (
         SELECT id FROM jobs
-         WHERE status = p_status AND (p_queue IS NULL OR queue = p_queue)
+         WHERE status = p_status AND status IN ('succeeded', 'dead', 'cancelled')
+           AND (p_queue IS NULL OR queue = p_queue)
            AND NOT (status = 'dead' AND on_dead = 'block' AND lane IS NOT NULL)
          LIMIT p_limit FOR UPDATE SKIP LOCKED
     )
