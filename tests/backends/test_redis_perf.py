@@ -152,10 +152,14 @@ def _pickup(url: str, ns: str, noop: Any, r: redis.Redis) -> dict[str, float]:
 
 def test_drain_enqueue_and_pickup_meet_the_targets(server: RedisServer) -> None:
     results = {lanes: measure(server.url, lanes) for lanes in ("off", "unique", "hot100")}
-    print(f"\n{'lanes':8} {'enqueue/s':>10} {'drain1/s':>9} {'drain2/s':>9} {'pickup p50':>11} {'p99':>7}")
+    table = [f"{'lanes':8} {'enqueue/s':>10} {'drain1/s':>9} {'drain2/s':>9} {'pickup p50':>11} {'p99':>7}"]
     for lanes, m in results.items():
-        print(f"{lanes:8} {m['enqueue']:10.0f} {m['drain1']:9.0f} {m['drain2']:9.0f} "
-              f"{m['pickup_p50_ms']:9.2f}ms {m['pickup_p99_ms']:5.2f}ms")  # fmt: skip
+        table.append(f"{lanes:8} {m['enqueue']:10.0f} {m['drain1']:9.0f} {m['drain2']:9.0f} "
+                     f"{m['pickup_p50_ms']:9.2f}ms {m['pickup_p99_ms']:5.2f}ms")  # fmt: skip
+    load = os.getloadavg()[0]
+    print(
+        "\n" + "\n".join(table) + f"\n(N={N}, load average {load:.1f} on {os.cpu_count()} cores)", flush=True
+    )
     misses = [
         f"{lanes} {phase} {m[phase]:.0f} < {target:.0f}"
         for lanes, m in results.items()
@@ -166,4 +170,4 @@ def test_drain_enqueue_and_pickup_meet_the_targets(server: RedisServer) -> None:
         for lanes, m in results.items()
         if m["pickup_p50_ms"] > PICKUP_P50_MS
     ]
-    assert not misses, misses
+    assert not misses, "\n".join([*table, *misses])
