@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 import pytest
@@ -180,6 +181,7 @@ def test_unreadable_registry_entries_are_skipped_not_fatal(shop: laneway.App, bi
 def test_two_apps_sharing_a_queue_get_a_warning(
     shop: laneway.App, billing: laneway.App, mail: laneway.App, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="laneway")
     billing.subscribe("a", queue="shared")(lambda e: None)
     mail.subscribe("b", queue="shared")(lambda e: None)
     billing.register_subscriptions()
