@@ -261,7 +261,12 @@ def test_waiting_worker_wakes_when_a_caller_commits(
     backend: SQLiteBackend, caller: sqlite3.Connection
 ) -> None:
     woke: list[float] = []
-    thread = threading.Thread(target=lambda: (backend.wait(["default"], 5.0), woke.append(time.monotonic())))
+
+    def waiter() -> None:
+        backend.wait(["default"], 5.0)
+        woke.append(time.monotonic())
+
+    thread = threading.Thread(target=waiter)
     thread.start()
     time.sleep(0.1)
     backend.enqueue([new_job()], connection=caller)

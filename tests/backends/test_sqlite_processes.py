@@ -112,7 +112,9 @@ def run_producer(url: str, ns: str, seed: int, acks: str) -> None:
     fd = os.open(acks, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     n = 0
     while True:
-        calls = [((f"p{seed}-{rng.randrange(20)}", n + i, "x" * rng.randrange(400)), {}) for i in range(25)]
+        calls: list[tuple[tuple[str, int, str], dict[str, object]]] = [
+            ((f"p{seed}-{rng.randrange(20)}", n + i, "x" * rng.randrange(400)), {}) for i in range(25)
+        ]
         opts: dict[str, object] = {"lane": calls[0][0][0]}
         if rng.random() < 0.2:
             opts["delay"] = 3600
