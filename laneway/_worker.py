@@ -194,9 +194,11 @@ class Worker:
                 recs = backend.claim(
                     self.queues, worker=self.id, limit=reserved, batch=self.batch, lease_s=self.lease_s
                 )
-            except BaseException:
+            except Exception:  # a backend hiccup must not end the worker
                 self._take([], reserved)
-                raise
+                log.exception("claim failed; retrying in %.1f s", self.idle_wait_s)
+                self._stopping.wait(self.idle_wait_s)
+                continue
             self._take(recs, reserved)
             if recs:
                 continue
@@ -205,8 +207,12 @@ class Worker:
                     return
                 with self._cond:
                     self._cond.wait(0.05)
-            else:
+                continue
+            try:
                 backend.wait(self.queues, self.idle_wait_s)
+            except Exception:  # as above; the next claim tells whether it is back
+                log.exception("wait failed; retrying in %.1f s", self.idle_wait_s)
+                self._stopping.wait(self.idle_wait_s)
 
     def _take(
         self, recs: list[JobRecord], reserved: int, finished: Sequence[Outcome] = (), claimed: bool = True
@@ -402,9 +408,10 @@ class Worker:
             self._work.put(None)
         self._acks.put(None)
         self._hard_stop.set()
+        join_by = time.monotonic() + 1.0  # one shared second: stuck handlers are abandoned
         for t in self._threads:
-            t.join(timeout=1.0)
-        self._loop.close()
+            t.join(timeout=max(0.0, join_by - time.monotonic()))
+        self._loop.close(timeout_s=max(0.0, join_by - time.monotonic()))
 
     def _release_all(self, recs: list[JobRecord]) -> None:
         """Give back every job still held after the grace period, attempts not spent.

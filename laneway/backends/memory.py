@@ -495,9 +495,12 @@ class MemoryBackend(Backend):
 
     def _lane_info(self, queue: str, name: str, lane: _Lane, now: float) -> LaneInfo | None:
         members = [
-            self._jobs[i].rec
-            for i in {job_id for _, job_id in lane.pending}
-            if i in self._jobs and self._in_lane(self._jobs[i].rec)
+            self._jobs[job_id].rec
+            for seq, job_id in set(lane.pending)
+            if job_id in self._jobs
+            and self._jobs[job_id].rec.seq == seq
+            and self._lane_key(self._jobs[job_id].rec) == (queue, name)
+            and self._in_lane(self._jobs[job_id].rec)
         ]
         if lane.held is not None:
             lease = self._leases.get(lane.held)
