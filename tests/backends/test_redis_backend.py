@@ -181,3 +181,23 @@ def test_rediss_urls_speak_tls_with_the_given_ca(tmp_path: Path) -> None:
             )
     finally:
         srv.close()
+
+
+def test_a_worker_rides_out_an_outage_and_claims_again_when_the_server_is_back(
+    private: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from laneway.backends.redis import _link
+
+    monkeypatch.setattr(_link, "RECONNECT_S", 0.3)
+    b = RedisBackend(private.url, namespace="outage")
+    try:
+        private.stop()
+        assert b.claim(["default"], worker="w", limit=1, lease_s=30) == []
+        b.wait(["default"], 0.1)
+        with pytest.raises(redis.exceptions.ConnectionError):
+            b.enqueue([_job(1)])  # producers are told
+        private.start()
+        b.enqueue([_job(2)])
+        assert [r.id for r in b.claim(["default"], worker="w", limit=1, lease_s=30)] == ["job-2"]
+    finally:
+        b.close()
