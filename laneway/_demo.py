@@ -73,6 +73,7 @@ class Orphan:
 
     job_id: str
     worker: str
+    claimed_at: float
     killed_at: float
     reclaimed_at: float | None
 
@@ -312,7 +313,7 @@ def find_orphans(events: Sequence[Event], kills: Sequence[tuple[str, float]]) ->
             if killed_at is None or (claim.worker, job_id, claim.token) in finished:
                 continue
             later = [c.time for c in job_claims[i + 1 :] if c.time >= killed_at]
-            orphans.append(Orphan(job_id, claim.worker, killed_at, later[0] if later else None))
+            orphans.append(Orphan(job_id, claim.worker, claim.time, killed_at, later[0] if later else None))
     return orphans
 
 

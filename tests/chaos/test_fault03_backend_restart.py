@@ -138,8 +138,8 @@ def test_backend_restart_loses_no_acknowledged_enqueue_and_clients_reconnect_wit
         logs = fleet.logs()
 
     stray = [u for u in report.unexpected if (u.job.lane, u.job.seq) not in traffic.ambiguous]
-    figures(backend=kind, acknowledged=len(refs), refused_during_outage=traffic.failed,
-            crashed_at=crashed_at, missing_after_restart=len(missing), lost=len(report.lost),
+    figures(backend=kind, server_down_s=round(up_at - crashed_at, 2), acknowledged=len(refs),
+            refused_during_outage=traffic.failed, missing_after_restart=len(missing), lost=len(report.lost),
             duplicated=len(report.duplicated), order_violations=len(report.order_violations),
             producer_reconnect_s=round(producer_s, 2), worker_reconnect_s=round(worker_s, 2),
             worker_processes_died=deaths)  # fmt: skip
