@@ -70,6 +70,21 @@ def test_enqueue_claim_and_finish_of_many_jobs_are_one_round_trip_each(backend: 
     assert count.trips == 5
 
 
+def test_an_ack_and_the_next_claim_are_one_round_trip_and_the_ack_comes_first(backend: RedisBackend) -> None:
+    backend.enqueue([_job(i, "lane") for i in range(3)])
+    first = backend.claim(["default"], worker="w", limit=1, lease_s=30)
+    count = Counting(backend.link)
+    accepted, nxt = backend.finish_and_claim(
+        [Outcome(first[0].id, first[0].token or 0, Verdict.SUCCEEDED)],
+        ["default"],
+        worker="w",
+        limit=2,
+        lease_s=30,
+    )
+    assert accepted == [True] and [r.id for r in nxt] == ["job-1"], "the lane was freed before the claim"
+    assert count.trips == 1
+
+
 def test_an_idle_worker_is_woken_by_an_enqueue_at_once(backend: RedisBackend) -> None:
     assert backend.claim(["default"], worker="w", limit=1, lease_s=30) == []
 

@@ -148,6 +148,23 @@ class RedisCore(Inspect, Backend):
 
     # --- claim and lease ---------------------------------------------------------------
 
+    def _claim_parts(
+        self,
+        shard: Shard,
+        queues: Sequence[str],
+        worker: str,
+        take: Take,
+        batch: int,
+        lease_s: float,
+        lease: str,
+    ) -> tuple[list[str], list[Any]]:
+        """The keys (after ``P c``) and arguments (after the channel) of ``claim.lua``."""
+        keys = [shard.key("n"), shard.key("held"), shard.key("K")]
+        for q in queues:
+            keys += shard.queue_keys(q)
+        args = [worker, take.limit, batch, take.lanes, round(lease_s * US), PROMOTE_MAX, lease, *queues]
+        return keys, args
+
     def _claim_cmd(
         self,
         shard: Shard,
@@ -158,11 +175,9 @@ class RedisCore(Inspect, Backend):
         lease_s: float,
         lease: str,
     ) -> Command:
-        keys = [shard.key("n"), shard.key("held"), shard.key("K")]
-        for q in queues:
-            keys += shard.queue_keys(q)
-        args = [worker, take.limit, batch, take.lanes, round(lease_s * US), PROMOTE_MAX, lease, *queues]
-        return self._run("claim", shard, keys, args)
+        return self._run(
+            "claim", shard, *self._claim_parts(shard, queues, worker, take, batch, lease_s, lease)
+        )
 
     def _note_due(self, queues: Sequence[str], due_in_us: float) -> None:
         """Remember when the earliest delayed job of ``queues`` is due (for ``wait``)."""
@@ -265,12 +280,14 @@ class RedisCore(Inspect, Backend):
     ) -> tuple[list[bool], list[JobRecord]]:
         """Finish and claim in one round trip: the finish scripts and then the claim
         script (a cluster's peeks) in one pipeline; a cluster's claim is a second one."""
-        groups, cmds = self._finish_cmds(outcomes)
         claiming = limit > 0 and bool(queues)
         want, batch = Take(limit, limit), max(1, batch)
-        if claiming and self.layout.n == 1:
-            cmds.append(self._claim_cmd(self.layout.shards[0], queues, worker, want, batch, lease_s, ""))
-        elif claiming:
+        if self.layout.n == 1:
+            return self._finish_and_claim_here(
+                outcomes, queues if claiming else (), worker, want, batch, lease_s
+            )
+        groups, cmds = self._finish_cmds(outcomes)
+        if claiming:
             cmds += self._peek_cmds(queues, limit)
         if not cmds:
             return [], []
@@ -279,12 +296,32 @@ class RedisCore(Inspect, Backend):
         if not claiming:
             return accepted, []
         try:
-            if self.layout.n == 1:
-                return accepted, self._claimed(queues, replies[-1])
             return accepted, self._claim_peeked(replies[len(groups) :], queues, worker, want, batch, lease_s)
         except Exception:  # the outcomes are applied; the next claim will retry
             log.warning("claim after finish failed; claiming again later", exc_info=True)
             return accepted, []
+
+    def _finish_and_claim_here(
+        self,
+        outcomes: Sequence[Outcome],
+        queues: Sequence[str],
+        worker: str,
+        want: Take,
+        batch: int,
+        lease_s: float,
+    ) -> tuple[list[bool], list[JobRecord]]:
+        """One server: ``finish.lua`` applies the outcomes and then claims, in one call."""
+        if not queues:
+            return (self.finish(outcomes) if outcomes else []), []
+        if not outcomes:
+            return [], self.claim(queues, worker=worker, limit=want.limit, batch=batch, lease_s=lease_s)
+        shard = self.layout.shards[0]
+        keys, args = self._finish_parts(shard, outcomes)
+        claim_keys, claim_args = self._claim_parts(shard, queues, worker, want, batch, lease_s, "")
+        accepted, claimed = self.link.execute(
+            *self._run("finish", shard, keys + claim_keys, args + claim_args)
+        )
+        return [ok == 1 for ok in accepted], self._claimed(queues, claimed)
 
     def _job_shards(self, job_ids: Sequence[str]) -> list[int | None]:
         """The shard of each job (None: not found): remembered, else looked up."""
@@ -332,14 +369,19 @@ class RedisCore(Inspect, Backend):
                 per_shard.setdefault(k, []).append(i)
         cmds = []
         for k, idx in per_shard.items():
-            shard = self.layout.shards[k]
-            keys = [shard.key(s) for s in ("n", "u", "x", "D", "K", "held")]
-            args: list[Any] = []
-            for i in idx:
-                keys.append(shard.job(outcomes[i].job_id))
-                args += outcome_args(outcomes[i])
-            cmds.append(self._run("finish", shard, keys, args))
+            keys, args = self._finish_parts(self.layout.shards[k], [outcomes[i] for i in idx])
+            cmds.append(self._run("finish", self.layout.shards[k], keys, args))
         return list(per_shard.values()), cmds
+
+    @staticmethod
+    def _finish_parts(shard: Shard, outcomes: Sequence[Outcome]) -> tuple[list[str], list[Any]]:
+        """The keys (after ``P c``) and arguments (after the channel) of ``finish.lua``."""
+        keys = [shard.key(s) for s in ("n", "u", "x", "D", "K", "held")]
+        args: list[Any] = [8 * len(outcomes)]
+        for out in outcomes:
+            keys.append(shard.job(out.job_id))
+            args += outcome_args(out)
+        return keys, args
 
     def _finished(
         self, outcomes: Sequence[Outcome], groups: list[list[int]], replies: Sequence[Any]

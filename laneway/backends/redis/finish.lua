@@ -1,12 +1,15 @@
 --[[ finish: apply workers' outcomes for jobs of one shard; each is checked on its own.
 
-KEYS  P c, P n, P u, P x, P D, P K, P held, then P j:<id> for each outcome. Lane, queue
-      and lease keys of a job are derived from P and the job's fields.
-ARGV  [1] wake channel prefix, then 8 per outcome: id, lease number, verdict (D succeeded,
-      Y retry, X dead, L release), presence flags of result/error/traceback ("101"),
-      result, error, traceback, retry delay_us.
-Returns 1 (accepted) or 0 (refused: not running under that lease, or the lease expired)
-per outcome.
+KEYS  P c, P n, P u, P x, P D, P K, P held, then P j:<id> for each outcome, then (when it
+      claims too) the queue keys of claim.lua. Lane, queue and lease keys of a job are
+      derived from P and the job's fields.
+ARGV  [1] wake channel prefix, [2] number m of outcome arguments, then 8 per outcome: id,
+      lease number, verdict (D succeeded, Y retry, X dead, L release), presence flags of
+      result/error/traceback ("101"), result, error, traceback, retry delay_us; then
+      optionally the arguments of claim.lua from its ARGV[2] on: the worker's next claim,
+      made after the outcomes in the same script.
+Returns per outcome 1 (accepted) or 0 (refused: not running under that lease, or the lease
+expired); with a claim, {those, the claim's reply}.
 ]]
 
 local expiry = {}
@@ -25,7 +28,8 @@ local function opt(flags, pos, value)
 end
 
 local out = {}
-for i = 2, #ARGV, 8 do
+local claim_at = 3 + tonumber(ARGV[2])
+for i = 3, claim_at - 1, 8 do
   local id, c, verdict, flags = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local j = jkey(id)
   -- s q l u n B t x
@@ -70,5 +74,10 @@ for i = 2, #ARGV, 8 do
   end
 end
 settle_leases()
+if claim_at <= #ARGV then
+  local claimed = claim_from_argv(claim_at)
+  flush()
+  return {out, claimed}
+end
 flush()
 return out

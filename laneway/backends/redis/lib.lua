@@ -215,9 +215,11 @@ local function settle_leases()
 end
 
 -- Move due scheduled jobs of queue q into their lanes (taking a seq) and due retrying jobs
--- back to queued, at most `most` of them.
+-- back to queued, at most `most` of them. Returns the earliest due time left (or false).
 local function promote(q, most)
   local d = P .. 'd:' .. q
+  local first = redis.call('ZRANGE', d, 0, 0, 'WITHSCORES')
+  if not first[2] or tonumber(first[2]) > NOW then return first[2] and tonumber(first[2]) end
   local due = redis.call('ZRANGEBYSCORE', d, '-inf', NOW, 'LIMIT', 0, most)
   for _, id in ipairs(due) do
     local j = jkey(id)
@@ -234,17 +236,90 @@ local function promote(q, most)
     end
     redis.call('ZREM', d, id)
   end
+  first = redis.call('ZRANGE', d, 0, 0, 'WITHSCORES')
+  return first[2] and tonumber(first[2])
 end
 
--- The earliest due time (us) in the schedules of the given queues, or -1.
-local function next_due(queues)
-  local best = -1
-  for _, q in ipairs(queues) do
-    local first = redis.call('ZRANGE', P .. 'd:' .. q, 0, 0, 'WITHSCORES')
-    if first[2] then
-      local due = tonumber(first[2])
-      if best < 0 or due < best then best = due end
+-- CLAIM (claim.lua, and finish.lua when it claims too). Promotes due jobs, then leases up
+-- to `limit` jobs from ready lanes of `queues` (in order) under lease number `c` (false:
+-- the shard's next one). Returns {lease number or 0, now_us, earliest due_us or -1, lanes
+-- taken, {{id, HMGET of FIELDS...} per job, lanes together in seq order}}.
+-- Cost: O(promoted + taken) commands; ZPOPMIN on the ready index finds the next lane in
+-- O(log lanes), whatever the number of lanes, their depth, or of delayed/blocked jobs.
+local function claim_jobs(worker, limit, batch, max_lanes, lease_us, promote_max, c, queues)
+  local taken, lanes, rows, lease, next_due = 0, 0, {}, {}, -1
+
+  -- Lease job id if it is queued; false otherwise.
+  local function take(q, id, member)
+    local j = jkey(id)
+    local row = redis.call('HMGET', j, unpack(FIELDS))
+    if row[6] ~= 'Q' then return false end
+    if not c then c = tostring(redis.call('HINCRBY', KEYS[1], 't', 1)) end
+    local attempts = tonumber(row[7]) + 1
+    redis.call('HSET', j, 's', 'R', 'a', attempts, 't', c, 'w', worker, 'g', NOW)
+    row[6], row[7], row[16], row[17], row[18] = 'R', attempts, c, worker, NOW
+    table.insert(row, 1, id)
+    rows[#rows + 1] = row
+    lease[#lease + 1] = 'j' .. id
+    lease[#lease + 1] = member
+    count(q, 'Q', 'R')
+    taken = taken + 1
+    return true
+  end
+
+  -- Take up to `want` consecutive queued jobs from the front of a named lane.
+  local function take_lane(q, lane, want)
+    local lk = lkey(q, lane)
+    local member = q .. '|' .. lane
+    local got = 0
+    for _, id in ipairs(redis.call('ZRANGE', lk, 0, want - 1)) do
+      if not take(q, id, member) then break end
+      got = got + 1
+    end
+    if got > 0 then
+      redis.call('ZREMRANGEBYRANK', lk, 0, got - 1)
+      redis.call('HSET', P .. 'held', member, c)
+      lanes = lanes + 1
     end
   end
-  return best
+
+  for _, q in ipairs(queues) do
+    local due = promote(q, promote_max)
+    if due and (next_due < 0 or due < next_due) then next_due = due end
+    local r = P .. 'r:' .. q
+    while taken < limit and lanes < max_lanes do
+      local pop = 1
+      if batch == 1 then pop = math.min(limit - taken, max_lanes - lanes) end
+      local popped = redis.call('ZPOPMIN', r, pop)
+      if #popped == 0 then break end
+      for i = 1, #popped, 2 do
+        local m = popped[i]
+        if string.byte(m, 1) == 0 then
+          if take(q, string.sub(m, 2), '') then lanes = lanes + 1 end
+        else
+          take_lane(q, m, math.min(batch, limit - taken))
+        end
+      end
+    end
+    if taken >= limit or lanes >= max_lanes then
+      -- more ready lanes than this worker could take: pass the wake-up on
+      if redis.call('ZCARD', r) > 0 then wake(q) end
+      break
+    end
+  end
+
+  if taken > 0 then
+    redis.call('HSET', P .. 'k:' .. c, 'w', worker, unpack(lease))
+    redis.call('ZADD', P .. 'K', NOW + lease_us, c)
+  end
+  return {c or 0, NOW, next_due, lanes, rows}
+end
+
+-- claim_jobs with its arguments from ARGV[first..] (see claim.lua).
+local function claim_from_argv(first)
+  local queues = {}
+  for i = first + 7, #ARGV do queues[#queues + 1] = ARGV[i] end
+  local lease = ARGV[first + 6] ~= '' and ARGV[first + 6]
+  return claim_jobs(ARGV[first], tonumber(ARGV[first + 1]), tonumber(ARGV[first + 2]), tonumber(ARGV[first + 3]),
+                    tonumber(ARGV[first + 4]), tonumber(ARGV[first + 5]), lease, queues)
 end

@@ -8,12 +8,12 @@ Returns {now_us, earliest due_us (-1 if none), {{member, score, ...} per queue}}
 ]]
 
 local span, promote_max = tonumber(ARGV[2]), tonumber(ARGV[3])
-local queues, best = {}, {}
+local best, next_due = {}, -1
 for qi = 4, #ARGV do
   local q = ARGV[qi]
-  queues[#queues + 1] = q
-  promote(q, promote_max)
+  local due = promote(q, promote_max)
+  if due and (next_due < 0 or due < next_due) then next_due = due end
   best[#best + 1] = redis.call('ZRANGE', P .. 'r:' .. q, 0, span - 1, 'WITHSCORES')
 end
 flush()
-return {NOW, next_due(queues), best}
+return {NOW, next_due, best}
