@@ -314,15 +314,21 @@ BEGIN
     IF v_token IS NULL THEN
         RETURN;
     END IF;
-    UPDATE jobs AS j SET status = 'running', attempts = j.attempts + 1, token = v_token,
-                         worker = p_worker, started_at = v_now
-      FROM unnest(v_ids) AS u(id)
-     WHERE j.id = u.id AND j.status = 'queued';
-    INSERT INTO leases (token, worker, expires_at)
-    VALUES (v_token, p_worker, v_now + make_interval(secs => p_lease_s));
     RETURN QUERY
-        SELECT j.* FROM unnest(v_ids) WITH ORDINALITY AS u(id, n) JOIN jobs AS j ON j.id = u.id
-         WHERE j.token = v_token ORDER BY u.n;
+        WITH lease AS (
+            INSERT INTO leases (token, worker, expires_at)
+            VALUES (v_token, p_worker, v_now + make_interval(secs => p_lease_s))
+        ), taken AS (
+            UPDATE jobs AS j SET status = 'running', attempts = j.attempts + 1, token = v_token,
+                                 worker = p_worker, started_at = v_now
+              FROM unnest(v_ids) WITH ORDINALITY AS u(id, n)
+             WHERE j.id = u.id AND j.status = 'queued'
+            RETURNING j.*, u.n
+        )
+        SELECT id, nid, task, queue, lane, priority, payload, status, attempts, max_attempts,
+               timeout_s, uniq, result_ttl_s, on_dead, enqueued_at, run_at, seq, token, worker,
+               started_at, finished_at, expires_at, result, error, traceback
+          FROM taken ORDER BY n;
 END
 $$;
 
