@@ -386,3 +386,17 @@ def test_an_idle_lane_leaves_no_row_behind(pg: PostgresBackend) -> None:
         ).fetchone()
     assert rows == (0,)
     assert pg.lanes("q") == []
+
+
+def test_finish_and_claim_frees_a_lane_and_takes_its_next_job_in_one_call(pg: PostgresBackend) -> None:
+    pg.enqueue([first := new_job(lane="a"), second := new_job(lane="a")])
+    [rec] = pg.claim(["q"], worker="w", limit=1, lease_s=30)
+    assert rec.id == first.id and rec.token is not None
+    stale = Outcome(rec.id, rec.token + 1000, Verdict.SUCCEEDED)
+    accepted, taken = pg.finish_and_claim(
+        [Outcome(rec.id, rec.token, Verdict.SUCCEEDED), stale], ["q"], worker="w", limit=1, lease_s=30
+    )
+    assert accepted == [True, False]
+    assert [r.id for r in taken] == [second.id] and taken[0].token is not None
+    assert taken[0].token > rec.token
+    assert pg.finish_and_claim([], ["q"], worker="w", limit=1, lease_s=30) == ([], [])
