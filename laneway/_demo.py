@@ -330,7 +330,9 @@ def _watch(app: App, cfg: RunConfig, workers: _Workers, total: int, console: Con
         bar = progress.add_task(f"{total} jobs over {cfg.lanes} lanes, {cfg.workers} workers", total=total)
         while (done := _finished(app)) < total and time.monotonic() < deadline:
             progress.update(bar, completed=done)
-            due = total * (kills_done + 1) / (cfg.kills + 1)  # kills spread over the run's progress
+            due = (
+                total * (kills_done + 1) / (cfg.kills + 2)
+            )  # spread over the run, the last well before its end
             if (
                 kills_done < cfg.kills
                 and done >= due

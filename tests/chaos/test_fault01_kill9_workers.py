@@ -36,7 +36,7 @@ def test_kill9_of_workers_loses_nothing_keeps_lane_order_and_re_leases_orphans_i
     small = 600 if kind == "redis-cluster" else 1200  # a cluster claim costs ~15x a single server's
     cfg = RunConfig(
         url=target.url, namespace=target.namespace, jobs=size(small, 20_000), lanes=size(small // 10, 2000),
-        workers=4, concurrency=4, work_ms=10.0, kills=size(5, 30), kill_every_s=sizef(1.5, 0.75),
+        workers=4, concurrency=4, work_ms=10.0, kills=size(5, 30), kill_every_s=sizef(0.5, 0.75),
         lease_s=LEASE_S, sweep_s=SWEEP_S, timeout_s=size(100, 1500), clock="local",
     )  # fmt: skip
     target.open()  # so the namespace is dropped at teardown
