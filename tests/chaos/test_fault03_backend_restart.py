@@ -36,7 +36,7 @@ from tests.support.private_servers import PrivatePostgres, PrivateRedis
 
 from ._apps import clock
 from ._procs import Fleet, Producer, wait_until
-from .conftest import Figures, sizef, timeout
+from .conftest import SERVER_BACKENDS, Figures, sizef, timeout
 
 LANES = 40
 RECONNECT_S = 5.0
@@ -91,7 +91,7 @@ def _crash_and_restart(server: PrivateRedis | PrivatePostgres) -> float:
     return time.monotonic()
 
 
-@pytest.mark.parametrize("kind", ["redis", "postgres"])
+@pytest.mark.parametrize("kind", SERVER_BACKENDS)
 @timeout(150, 600)
 def test_backend_restart_loses_no_acknowledged_enqueue_and_clients_reconnect_within_5s(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path, figures: Figures

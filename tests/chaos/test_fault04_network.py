@@ -33,7 +33,7 @@ from tests.support.proxy import TcpProxy
 
 from ._apps import clock
 from ._procs import Fleet, Producer, wait_until
-from .conftest import Figures, size, sizef, timeout
+from .conftest import SERVER_BACKENDS, Figures, size, sizef, timeout
 
 LEASE_S = 2.0
 WORK_MS = 300
@@ -83,7 +83,7 @@ def _pending(backend: Backend) -> int:
 
 
 @pytest.mark.parametrize("fault", ["blackhole", "reset"])
-@pytest.mark.parametrize("kind", ["redis", "postgres"])
+@pytest.mark.parametrize("kind", SERVER_BACKENDS)
 @timeout(150, 900)
 def test_network_cut_between_workers_and_server_loses_nothing_keeps_order_and_refuses_stale_acks(
     kind: str, fault: str, tmp_path: Path, figures: Figures
@@ -160,7 +160,7 @@ def test_network_cut_between_workers_and_server_loses_nothing_keeps_order_and_re
 OUTAGE_S = 10.0
 
 
-@pytest.mark.parametrize("kind", ["redis", "postgres"])
+@pytest.mark.parametrize("kind", SERVER_BACKENDS)
 @timeout(120, 240)
 def test_a_worker_cut_off_from_its_server_for_10s_keeps_running_and_works_again(
     kind: str, tmp_path: Path, figures: Figures
