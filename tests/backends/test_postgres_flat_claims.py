@@ -133,3 +133,18 @@ def test_claim_latency_is_flat_in_delayed_and_blocked_work(
     assert deep_s <= 1.5 * base_s, (
         f"median claim {deep_s * 1e3:.2f} ms vs {base_s * 1e3:.2f} ms without that work"
     )
+
+
+def test_claim_latency_is_flat_right_after_a_burst_of_new_lanes(
+    two: tuple[PostgresBackend, PostgresBackend],
+) -> None:
+    """An enqueue joins its laned jobs to their lanes itself, so claims after a burst of
+    20,000 new lanes (enqueued 2,000 per call) do not pay for it."""
+    base, burst = two
+    _fill_shallow(base)
+    _fill_shallow(burst)
+    for start in range(0, 20_000, 2_000):
+        burst.enqueue([_job(0, f"new{i}") for i in range(start, start + 2_000)])
+    base_s, burst_s = _medians(base, burst, ROUNDS)
+    print(f"median claim: {base_s * 1e3:.2f} ms, {burst_s * 1e3:.2f} ms right after 20,000 new lanes")
+    assert burst_s <= 1.5 * base_s, f"median claim {burst_s * 1e3:.2f} ms vs {base_s * 1e3:.2f} ms"

@@ -39,7 +39,9 @@ from ._rows import enqueue_params, finish_params, to_record
 log = logging.getLogger("laneway.postgres")
 
 PROMOTE_BATCH = 1000
-"""Due jobs moved into their lanes per call of ``promote`` (claims do it on the way)."""
+"""Due jobs moved into their lanes per ``promote`` statement (a claim moves at most 32)."""
+PROMOTE_BATCHES = 10
+"""Most promote statements per ``sweep``."""
 SWEEP_LEASES = 1000
 """Expired leases recovered per ``sweep`` call."""
 PRUNE_BATCH = 1000
@@ -153,18 +155,18 @@ class PostgresBackend(Backend):
     def enqueue(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[EnqueueResult]:
         if not jobs:
             return []
-        params = enqueue_params(jobs)
         if connection is not None:
+            params = [*enqueue_params(jobs), False]
             rows = self._callers(connection).execute(self._q.enqueue, params).fetchall()
         else:
-            rows = self._rows(self._q.enqueue, params)
+            rows = self._rows(self._q.enqueue, [*enqueue_params(jobs), True])
         return [EnqueueResult(row[0], row[1]) for row in rows]
 
     async def enqueue_async(self, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
         """``enqueue`` on a native ``psycopg.AsyncConnection`` of the running loop."""
         if not jobs:
             return []
-        rows = await self._async.rows(self._q.enqueue, enqueue_params(jobs))
+        rows = await self._async.rows(self._q.enqueue, [*enqueue_params(jobs), True])
         return [EnqueueResult(row[0], row[1]) for row in rows]
 
     def claim_tick(self, name: str, tick: float, job: NewJob) -> bool:
@@ -237,10 +239,14 @@ class PostgresBackend(Backend):
             yield conn
 
     def sweep(self, *, worker: str | None = None) -> int:
+        """Recover expired leases, prune expired results, and move due work into its lanes
+        (claims do a little of that on the way; a burst of transactional enqueues or of
+        delayed jobs coming due is joined here, in the background)."""
         recovered = int(self._scalar(self._q.sweep, [worker, SWEEP_LEASES]) or 0)
         for _ in range(PRUNE_BATCHES):
             if int(self._scalar(self._q.prune, [PRUNE_BATCH]) or 0) < PRUNE_BATCH:
                 break
+        self.promote(budget=PROMOTE_BATCHES)
         return recovered
 
     def wait(self, queues: Sequence[str], timeout_s: float) -> None:
@@ -255,19 +261,21 @@ class PostgresBackend(Backend):
             timeout_s = min(timeout_s, max(float(due_in), OVERDUE_WAIT_S))
         self._listener.wait(queues, timeout_s)
 
-    def promote(self, queues: Sequence[str] | None = None) -> int:
-        """Move due delayed jobs and new laned jobs of ``queues`` (default: every queue)
-        into their lanes now. Claims do this on the way; ``stats`` and ``lanes`` do it
-        first so that they count every lane. Returns how many jobs moved."""
+    def promote(self, queues: Sequence[str] | None = None, *, budget: int = 1) -> int:
+        """Move due delayed jobs and waiting laned jobs of ``queues`` (default: every queue)
+        into their lanes now, in at most ``budget`` batches of ``PROMOTE_BATCH``. Enqueues
+        and claims do this on the way; ``sweep`` does it in the background and ``stats`` and
+        ``lanes`` first, so that they count every lane. Returns how many jobs moved."""
         total = 0
-        while True:
+        for _ in range(budget):
             if queues is None:
                 moved = int(self._scalar(self._q.promote_all, [PROMOTE_BATCH]) or 0)
             else:
                 moved = int(self._scalar(self._q.promote, [list(queues), PROMOTE_BATCH]) or 0)
             total += moved
             if moved < PROMOTE_BATCH:
-                return total
+                break
+        return total
 
     # --- inspect and operate ----------------------------------------------------------------
 

@@ -41,7 +41,8 @@
 --   lanes_ready        (queue, head_priority DESC, head_seq) over free lanes whose head is queued:
 --                      the claim reads this index from its start, so its cost does not depend
 --                      on the number of lanes, their depth, or blocked/delayed work
---   lanes_by_head      (queue, head_seq): lanes() listing
+--   lanes_by_head      (head_seq): lanes() listing, oldest head first. It has no queue column
+--                      on purpose: lookups of lanes by (queue, lane) must take the primary key
 
 CREATE SEQUENCE job_seq AS bigint CACHE 1;
 CREATE SEQUENCE lease_token AS bigint CACHE 1;
@@ -99,7 +100,7 @@ CREATE TABLE lanes (
 
 CREATE INDEX lanes_ready ON lanes (queue, head_priority DESC, head_seq)
     WHERE held IS NULL AND head_status = 'queued';
-CREATE INDEX lanes_by_head ON lanes (queue, head_seq);
+CREATE INDEX lanes_by_head ON lanes (head_seq);
 
 CREATE TABLE leases (
     token       bigint PRIMARY KEY,

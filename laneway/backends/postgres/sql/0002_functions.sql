@@ -79,12 +79,15 @@ $$;
 
 -- Store jobs in order. Immediate jobs take their seq now; delayed ones when due. A job
 -- whose id is already stored, or whose unique key belongs to a pending job, is not
--- stored: its row names that job with created = false.
+-- stored: its row names that job with created = false. With p_join (an enqueue that is a
+-- transaction of its own) the new laned jobs also join their lanes now, so claims do not
+-- pay for it; inside a caller's transaction they wait as 'waiting' for the next claim, so
+-- that a caller's long transaction never holds a lane's lock.
 CREATE FUNCTION enqueue(
     p_ids text[], p_tasks text[], p_queues text[], p_lanes text[], p_priorities integer[],
     p_payloads bytea[], p_max_attempts integer[], p_timeouts double precision[],
     p_uniques text[], p_ttls double precision[], p_on_dead text[],
-    p_delays double precision[], p_run_ats double precision[])
+    p_delays double precision[], p_run_ats double precision[], p_join boolean)
 RETURNS TABLE (job_id text, created boolean)
 LANGUAGE plpgsql
 SET search_path FROM CURRENT SET plan_cache_mode = force_generic_plan AS $$
@@ -117,6 +120,9 @@ BEGIN
           FROM (SELECT id, n, row_number() OVER (PARTITION BY id ORDER BY n) = 1 AS first FROM src) AS s
           LEFT JOIN ins ON ins.id = s.id
          ORDER BY s.n;
+        IF p_join THEN
+            PERFORM promote(p_queues, cardinality(p_ids) + 100);
+        END IF;
         RETURN;
     END IF;
     FOR i IN 1 .. cardinality(p_ids) LOOP
@@ -151,6 +157,9 @@ BEGIN
         END LOOP;
         RETURN NEXT;
     END LOOP;
+    IF p_join THEN
+        PERFORM promote(p_queues, cardinality(p_ids) + 100);
+    END IF;
 END
 $$;
 
@@ -174,40 +183,79 @@ BEGIN
         RETURN false;
     END IF;
     PERFORM enqueue(p_ids, p_tasks, p_queues, p_lanes, p_priorities, p_payloads, p_max_attempts,
-                    p_timeouts, p_uniques, p_ttls, p_on_dead, p_delays, p_run_ats);
+                    p_timeouts, p_uniques, p_ttls, p_on_dead, p_delays, p_run_ats, true);
     RETURN true;
 END
 $$;
 
 -- Move due waiting jobs of p_queue into their lanes and its due retrying heads back to
 -- queued, oldest due first, at most p_limit. The caller holds the queue's promotion lock.
+-- Set-based: the lanes are locked (created when missing) in lane order with one statement,
+-- and their heads recomputed with one statement of one index probe per lane.
 CREATE FUNCTION promote_queue(p_queue text, p_now timestamptz, p_limit integer) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
     v_ids text[];
     v_need text[];
     v_seqs bigint[];
+    v_lanes text[];
+    v_solo boolean;
+    v_locked integer;
     v_n integer;
-    r record;
+    v_ready boolean;
 BEGIN
-    SELECT array_agg(id ORDER BY run_at, nid), array_agg(id ORDER BY run_at, nid) FILTER (WHERE seq IS NULL)
-      INTO v_ids, v_need
-      FROM (SELECT id, run_at, nid, seq FROM jobs
+    SELECT array_agg(id ORDER BY run_at, nid), array_agg(id ORDER BY run_at, nid) FILTER (WHERE seq IS NULL),
+           array_agg(DISTINCT lane) FILTER (WHERE lane IS NOT NULL), bool_or(lane IS NULL)
+      INTO v_ids, v_need, v_lanes, v_solo
+      FROM (SELECT id, run_at, nid, seq, lane FROM jobs
              WHERE queue = p_queue AND status IN ('waiting', 'retrying') AND run_at <= p_now
              ORDER BY run_at LIMIT p_limit) AS c;
-    FOR r IN SELECT DISTINCT lane FROM jobs WHERE id = ANY(v_ids) AND lane IS NOT NULL ORDER BY 1 LOOP
-        PERFORM lane_lock(p_queue, r.lane);
+    IF v_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    v_lanes := coalesce(v_lanes, '{}');
+    LOOP
+        -- v_lanes is sorted (array_agg DISTINCT), so the lanes are locked in lock order; one
+        -- primary-key probe per lane whatever the planner thinks of the table's size
+        PERFORM 1 FROM unnest(v_lanes) AS u(lane)
+         CROSS JOIN LATERAL (SELECT 1 FROM lanes AS l WHERE l.queue = p_queue AND l.lane = u.lane
+                              FOR UPDATE) AS locked;
+        GET DIAGNOSTICS v_locked = ROW_COUNT;
+        EXIT WHEN v_locked >= cardinality(v_lanes);
+        INSERT INTO lanes (queue, lane) SELECT p_queue, l FROM unnest(v_lanes) AS l ORDER BY 2
+        ON CONFLICT DO NOTHING;
     END LOOP;
     v_seqs := ARRAY(SELECT nextval('job_seq') FROM generate_series(1, coalesce(cardinality(v_need), 0)));
     UPDATE jobs AS j SET status = 'queued', seq = coalesce(j.seq, s.seq)
       FROM unnest(v_ids) AS u(id) LEFT JOIN unnest(v_need, v_seqs) AS s(id, seq) ON s.id = u.id
      WHERE j.id = u.id AND j.status IN ('waiting', 'retrying');
     GET DIAGNOSTICS v_n = ROW_COUNT;
-    FOR r IN SELECT DISTINCT lane FROM jobs WHERE id = ANY(v_ids) ORDER BY 1 LOOP
-        IF r.lane IS NULL OR lane_refresh(p_queue, r.lane) THEN
-            PERFORM pg_notify(channel(), p_queue);
-        END IF;
-    END LOOP;
+    WITH heads AS (
+        SELECT l.lane, l.held, h.seq, h.priority, h.status
+          FROM unnest(v_lanes) AS u(lane)
+         CROSS JOIN LATERAL (SELECT lane, held, queue FROM lanes AS x
+                              WHERE x.queue = p_queue AND x.lane = u.lane LIMIT 1) AS l
+          LEFT JOIN LATERAL (
+              SELECT j.seq, j.priority, j.status FROM jobs AS j
+               WHERE j.queue = l.queue AND j.lane = l.lane AND j.lane IS NOT NULL
+                 AND (j.status IN ('queued', 'retrying') OR (j.status = 'dead' AND j.on_dead = 'block'))
+               ORDER BY j.seq LIMIT 1) AS h ON true
+    ), gone AS (
+        DELETE FROM lanes AS l USING heads
+         WHERE l.queue = p_queue AND l.lane = heads.lane AND heads.seq IS NULL AND heads.held IS NULL
+    ), changed AS (
+        UPDATE lanes AS l SET head_seq = heads.seq, head_priority = heads.priority, head_status = heads.status
+          FROM heads
+         WHERE l.queue = p_queue AND l.lane = heads.lane
+           AND (l.head_seq, l.head_priority, l.head_status)
+               IS DISTINCT FROM (heads.seq, heads.priority, heads.status)
+           AND NOT (heads.seq IS NULL AND heads.held IS NULL)
+        RETURNING heads.held IS NULL AND heads.status = 'queued' AS ready
+    )
+    SELECT coalesce(bool_or(ready), false) INTO v_ready FROM changed;
+    IF v_ready OR v_solo THEN
+        PERFORM pg_notify(channel(), p_queue);
+    END IF;
     RETURN v_n;
 END
 $$;
@@ -254,7 +302,7 @@ DECLARE
     v_unused integer;
     c record;
 BEGIN
-    PERFORM promote(p_queues, 1000);
+    PERFORM promote(p_queues, 32);
     v_now := clock_timestamp();
     FOREACH v_queue IN ARRAY p_queues LOOP
         EXIT WHEN v_room <= 0 OR v_lanes <= 0;
