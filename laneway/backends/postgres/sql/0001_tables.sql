@@ -8,8 +8,9 @@
 -- Tables
 --   jobs      every stored job. status is one of
 --               waiting   stored but not yet in its lane: delayed (run_at in the future), or
---                         a laned job the next claim will index (reported as scheduled or
---                         queued depending on run_at)
+--                         a laned job its enqueue did not join (stored in a caller's
+--                         transaction, or while another promoter ran), which a claim or sweep
+--                         joins to its lane (reported as scheduled or queued by run_at)
 --               queued | running | succeeded | retrying | dead | cancelled
 --             nid numbers jobs in insertion order (listings, ties between equal run_at);
 --             seq is the job's position in its lane (taken at enqueue for immediate jobs,

@@ -10,8 +10,10 @@
 -- A claim only ever takes lanes and solo jobs with SKIP LOCKED, so it never waits.
 -- Every change to a lane's set of pending jobs (queued, retrying, blocking dead) is made
 -- while holding its lanes row, then lane_refresh() recomputes the head from
--- jobs_lane_pending (one index probe). An enqueue takes no lane lock at all: a laned job
--- is stored as 'waiting' and the next claim moves it into its lane (promote()).
+-- jobs_lane_pending (one index probe). Laned jobs are stored as 'waiting' and joined to
+-- their lanes by promote(): at once by an enqueue that is its own transaction, otherwise
+-- (an enqueue inside a caller's transaction, which must not hold lane locks) by the next
+-- claims and sweeps; delayed jobs and retrying heads join the same way when due.
 --
 -- Entry points (every function the backend calls) run with search_path fixed to the
 -- namespace's schema and with generic plans: their statements are planned once per
