@@ -284,7 +284,8 @@ class Bench:
         res = self._drain("ordered", f"ordered drain, {lanes}{batch}")
         base = self.result.get("drain")
         if base and base.rate and res.rate:
-            res.note = f"{100 * res.rate / base.rate:.0f} % of the unordered drain"
+            share = f"{100 * res.rate / base.rate:.0f} % of the unordered drain"
+            res.note = f"{share}; {res.note}" if res.note else share
         return res
 
     def _fill(self, n: int, *, lanes: bool) -> None:
@@ -332,8 +333,14 @@ class Bench:
                 f"{phase}: no job finished within {cfg.timeout_s:.0f} s of starting the workers"
             )
         span = now - t_first
-        rate = (done - c_first) / span if span > 0 else None
-        return PhaseResult(phase, description, done, span, rate, startup_s=t_first - t_spawn, partial=partial)
+        if span > 0:
+            rate = (done - c_first) / span
+            return PhaseResult(phase, description, done, span, rate, startup_s=t_first - t_spawn, partial=partial)
+        # The whole phase finished between two polls: time it from the workers' start,
+        # start-up included, and say so (too few jobs to tell the two apart).
+        span = now - t_spawn
+        note = "includes worker start-up: too few jobs to time apart"
+        return PhaseResult(phase, description, done, span, done / span, partial=partial, note=note)
 
     @contextlib.contextmanager
     def _workers(self) -> Iterator[None]:

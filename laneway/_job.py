@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._codec import Call, decode_call, loads
-from ._errors import DecodeError, JobCancelled, JobFailed
+from ._errors import JobCancelled, JobFailed
 from ._records import JobRecord, Status
 
 if TYPE_CHECKING:
@@ -134,11 +134,3 @@ class Job:
         done = self._app.backend.cancel(self.id)
         self.refresh()
         return done
-
-
-def safe_args(job: Job) -> tuple[list[Any], dict[str, Any]]:
-    """The job's arguments, or empty ones when its payload cannot be decoded."""
-    try:
-        return job.args, job.kwargs
-    except DecodeError:
-        return [], {}

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from . import _constants as C
 from ._errors import ConfigError, JobTimeout
@@ -445,8 +445,3 @@ class Worker:
                 signal.signal(s, h)
 
         return restore
-
-
-def run_worker(app: App, queues: Sequence[str], **settings: Any) -> WorkerStats:
-    """Build and run a worker until it is stopped (used by the CLI's child processes)."""
-    return Worker(app, queues, **settings).run()

@@ -59,3 +59,16 @@ def test_cli_lists_the_same_phases_as_the_bench() -> None:
     from laneway.cli import _bench as cli_bench
 
     assert cli_bench.PHASES == tuple(_bench.PHASES)
+
+
+def test_a_phase_finished_between_two_polls_is_timed_from_worker_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from laneway import _bench
+
+    monkeypatch.setattr(_bench, "_POLL_S", 1.0)  # the first look sees every job done
+    res = run_bench(BenchConfig(url="memory://bench-one-poll", jobs=20, phases=["bulk", "drain"]))
+    drain = res.get("drain")
+    assert drain is not None and drain.jobs == 20
+    assert drain.rate is not None and drain.rate > 0
+    assert "start-up" in drain.note

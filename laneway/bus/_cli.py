@@ -4,32 +4,17 @@
 laneway bus list [--app NAME] [--json]      apps, keys, queues, tasks, matchers
 laneway bus unsubscribe APP [KEY]           remove a stored subscription (or all of APP's)
 ```
-
-The command helpers of ``laneway.cli`` are imported when a command runs, not at import:
-``laneway.cli`` imports this module to register ``bus_group``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from .._constants import DEFAULT_NAMESPACE, DEFAULT_URL, URL_ENV
+from ..cli._common import backend_options, console, emit_json, open_app, table
 from . import _registry
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def backend_options(fn: F) -> F:
-    """``--url`` and ``--namespace`` (as every ``laneway`` command that reads stored state)."""
-    fn = click.option("--namespace", "-n", default=DEFAULT_NAMESPACE, show_default=True,
-                      help="Namespace of the apps.")(fn)  # fmt: skip
-    fn = click.option("--url", "-u", envvar=URL_ENV, default=DEFAULT_URL, show_default=True,
-                      help=f"Backend URL (or ${URL_ENV}).")(fn)  # fmt: skip
-    return fn
 
 
 @click.group("bus")
@@ -52,8 +37,6 @@ def _age(written_at: float) -> str:
 @click.option("--app", "app_name", default=None, help="Only this subscribing app.")
 def list_command(url: str, namespace: str, as_json: bool, app_name: str | None) -> None:
     """Show the stored subscriptions: app, key, queue, task and matcher."""
-    from ..cli._common import console, emit_json, open_app, table
-
     app = open_app(url, namespace)
     try:
         entries = [e for e in _registry.load_entries(app.backend) if app_name in (None, e.app)]
@@ -93,8 +76,6 @@ def unsubscribe_command(url: str, namespace: str, app_name: str, key: str | None
 
     A worker of APP that starts later stores its subscriptions again.
     """
-    from ..cli._common import console, open_app
-
     app = open_app(url, namespace)
     try:
         removed = _registry.remove(app.backend, app_name, key)

@@ -29,6 +29,19 @@ def _run_options(fn: F) -> F:
     return fn
 
 
+def _run_and_judge(cfg: RunConfig, scratch_dir: str | None = None) -> None:
+    """Run, print the verdict, remove the run's files; exit 1 if the history broke a promise."""
+    try:
+        result = run(cfg, console)
+        print_result(result, console)
+    finally:
+        shutil.rmtree(cfg.history_dir, ignore_errors=True)
+        if scratch_dir is not None:
+            shutil.rmtree(scratch_dir, ignore_errors=True)
+    if not result.ok:
+        raise SystemExit(1)
+
+
 @click.command("demo")
 @click.option("--url", default=None, help="Backend URL (default: a fresh SQLite file in a temp dir).")
 @_run_options
@@ -53,15 +66,7 @@ def demo_command(
     console.print(
         f"laneway demo on [bold]{url}[/bold]: {jobs} jobs, {lanes} lanes, {workers} worker processes"
     )
-    try:
-        result = run(cfg, console)
-        print_result(result, console)
-    finally:
-        shutil.rmtree(cfg.history_dir, ignore_errors=True)
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-    if not (result.report.ok and not result.report.lost):
-        raise SystemExit(1)
+    _run_and_judge(cfg, tmp)
 
 
 @click.command("chaos")
@@ -98,10 +103,4 @@ def chaos_command(
     console.print(
         f"laneway chaos on [bold]{url}[/bold]: {jobs} jobs, {lanes} lanes, {workers} workers, {kills} kills"
     )
-    try:
-        result = run(cfg, console)
-        print_result(result, console)
-    finally:
-        shutil.rmtree(cfg.history_dir, ignore_errors=True)
-    if not (result.report.ok and not result.report.lost):
-        raise SystemExit(1)
+    _run_and_judge(cfg)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .._constants import DEFAULT_NAMESPACE, DEFAULT_URL, URL_ENV
+from ..cli._common import backend_options
 from ._net import is_loopback
 
 TOKEN_ENV = "LANEWAY_DASHBOARD_TOKEN"
@@ -12,15 +12,7 @@ SHORT_TOKEN_CHARS = 16
 
 
 @click.command("dashboard")
-@click.option(
-    "--url",
-    "-u",
-    envvar=URL_ENV,
-    default=DEFAULT_URL,
-    show_default=True,
-    help=f"Backend URL (or ${URL_ENV}).",
-)
-@click.option("--namespace", "-n", default=DEFAULT_NAMESPACE, show_default=True, help="Namespace of the app.")
+@backend_options
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port to bind.")
 @click.option(

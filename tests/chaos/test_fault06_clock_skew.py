@@ -10,7 +10,8 @@ measured on the backend's clock, so:
 - no lease runs out early: jobs that run for longer than the lease (kept alive by
   heartbeats) are claimed exactly once and no ack is refused (nothing is killed here).
 
-SQLite has no server: its clock is the machine's, read by each process.
+SQLite has no server: its clock is the machine's as SQLite reads it (``julianday('now')``
+in C), which the skew of a worker's Python clock does not touch either.
 """
 
 from __future__ import annotations

@@ -24,10 +24,11 @@ Concurrency:
     many worker processes on one file share it without errors.
 
 Time:
-    SQLite has no server, so the backend's clock is the local wall clock
-    (``time.time()``). Every process on one machine reads the same clock, which is what
-    the lease and delay deadlines need. Do not share one file between machines (network
-    file systems also break SQLite's locking).
+    SQLite has no server, so the backend's clock is the machine's wall clock as SQLite
+    reads it (``julianday('now')``, inside each transaction), never a process's own
+    ``time.time()``. Every process on one machine reads the same clock, which is what the
+    lease and delay deadlines need. Do not share one file between machines (network file
+    systems also break SQLite's locking).
 
 Waiting:
     ``wait`` has no server to push a wake-up, so it naps 2-8 ms at a time and looks at

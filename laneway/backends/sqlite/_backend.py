@@ -16,7 +16,7 @@ from ..._records import EnqueueResult, JobRecord, LaneInfo, NewJob, Outcome, Que
 from .._base import Backend
 from . import _inspect as inspect
 from . import _ops as ops
-from ._db import Database, in_savepoint, is_busy, parse_url
+from ._db import CLOCK_TICK_S, Database, clock, in_savepoint, is_busy, parse_url
 from ._schema import drop_namespace, ensure_schema
 from ._sql import Sql
 
@@ -81,7 +81,7 @@ class SQLiteBackend(Backend):
     def enqueue(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[EnqueueResult]:
         if connection is not None:
             conn = self._caller_transaction(connection)
-            return ops.enqueue(conn, self._sql, time.time(), jobs)
+            return ops.enqueue(conn, self._sql, clock(conn), jobs)
         if not jobs:
             return []
         return self._db.write(lambda conn, now: ops.enqueue(conn, self._sql, now, jobs), "enqueue")
@@ -107,7 +107,7 @@ class SQLiteBackend(Backend):
             return []
         queues = list(queues)
         # A read first: idle workers must not queue for the write lock to learn "nothing".
-        if not self._db.read(lambda conn: inspect.claimable(conn, self._sql, queues, time.time())):
+        if not self._db.read(lambda conn: inspect.claimable(conn, self._sql, queues, clock(conn))):
             return []
 
         def body(conn: sqlite3.Connection, now: float) -> list[JobRecord]:
@@ -157,7 +157,7 @@ class SQLiteBackend(Backend):
     def finish(self, outcomes: Sequence[Outcome], *, connection: Any = None) -> list[bool]:
         if connection is not None:
             conn = self._caller_transaction(connection)
-            return ops.finish(conn, self._sql, time.time(), outcomes)
+            return ops.finish(conn, self._sql, clock(conn), outcomes)
         if not outcomes:
             return []
         return self._db.write(lambda conn, now: ops.finish(conn, self._sql, now, outcomes), "finish")
@@ -181,7 +181,7 @@ class SQLiteBackend(Backend):
                 conn.execute("COMMIT")
 
     def sweep(self, *, worker: str | None = None) -> int:
-        if not self._db.read(lambda conn: ops.sweep_needed(conn, self._sql, time.time(), worker)):
+        if not self._db.read(lambda conn: ops.sweep_needed(conn, self._sql, clock(conn), worker)):
             return 0
         return self._db.write(lambda conn, now: ops.sweep(conn, self._sql, now, worker), "sweep")
 
@@ -202,15 +202,15 @@ class SQLiteBackend(Backend):
         tables again only when another connection committed something."""
         version = inspect.data_version(conn)
         while True:
-            now = time.time()
+            now, read_at = clock(conn), time.monotonic()
             due = inspect.work_state(conn, self._sql, queues, now)
             if due is not None and due <= now:
                 return
             nap = WAIT_POLL_MIN_S
             while True:
                 left = deadline - time.monotonic()
-                if due is not None:
-                    left = min(left, due - time.time())
+                if due is not None:  # due on the backend's clock, counted down locally
+                    left = min(left, due - now - (time.monotonic() - read_at) + CLOCK_TICK_S)
                 if left <= 0:
                     return
                 time.sleep(min(nap, left))
@@ -223,8 +223,8 @@ class SQLiteBackend(Backend):
     # --- inspect and operate -----------------------------------------------------------------
 
     def now(self) -> float:
-        """The local wall clock: every process of one machine shares it."""
-        return time.time()
+        """The machine's wall clock as SQLite reads it: every process of one machine shares it."""
+        return self._db.read(clock)
 
     def get_job(self, job_id: str) -> JobRecord | None:
         return self._db.read(lambda conn: inspect.get_job(conn, self._sql, job_id))
@@ -256,10 +256,10 @@ class SQLiteBackend(Backend):
         return self._db.write(lambda conn, _now: ops.purge(conn, self._sql, status, queue), "purge")
 
     def stats(self) -> list[QueueStats]:
-        return self._db.read_snapshot(lambda conn: inspect.stats(conn, self._sql, time.time()))
+        return self._db.read_snapshot(lambda conn: inspect.stats(conn, self._sql, clock(conn)))
 
     def lanes(self, queue: str, *, limit: int = 100) -> list[LaneInfo]:
-        return self._db.read_snapshot(lambda conn: inspect.lanes(conn, self._sql, time.time(), queue, limit))
+        return self._db.read_snapshot(lambda conn: inspect.lanes(conn, self._sql, clock(conn), queue, limit))
 
     def put_meta(self, key: str, value: bytes | None) -> None:
         def put(conn: sqlite3.Connection, _now: float) -> None:

@@ -92,6 +92,20 @@ def parse_url(url: str, *, synchronous: str, busy_timeout_s: float) -> Settings:
     return Settings(path, level, busy_timeout_s)
 
 
+# SQLite keeps time as whole milliseconds; rounding undoes julianday's float noise (~50 us).
+_CLOCK_SQL = "SELECT round((julianday('now') - 2440587.5) * 86400000.0) / 1000.0"
+CLOCK_TICK_S = 0.001
+"""SQLite's clock moves in whole milliseconds."""
+
+
+def clock(conn: sqlite3.Connection) -> float:
+    """The backend's clock: Unix seconds as SQLite reads the machine's clock (whole
+    milliseconds), not the calling process's ``time.time()``, so a process whose Python
+    clock is patched or skewed still measures deadlines on the one clock every process
+    shares."""
+    return cast(float, conn.execute(_CLOCK_SQL).fetchone()[0])
+
+
 def is_busy(exc: BaseException) -> bool:
     """Whether ``exc`` is SQLite saying another connection holds a lock we need."""
     if not isinstance(exc, sqlite3.OperationalError):
@@ -146,7 +160,7 @@ def _run_in_savepoint(conn: sqlite3.Connection, request: _Write) -> None:
     """Run one body of a group: its changes stay only if it does not raise."""
     conn.execute("SAVEPOINT laneway_write")
     try:
-        request.result, request.error = request.body(conn, time.time()), None
+        request.result, request.error = request.body(conn, clock(conn)), None
     except sqlite3.OperationalError as exc:
         if is_busy(exc):
             raise  # the whole group is retried
@@ -345,7 +359,7 @@ class Database:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     if len(group) == 1:
-                        group[0].result = group[0].body(conn, time.time())
+                        group[0].result = group[0].body(conn, clock(conn))
                     else:
                         for request in group:
                             _run_in_savepoint(conn, request)
