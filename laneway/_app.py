@@ -366,6 +366,7 @@ class App(BusMixin):
         The app's listeners see each claim and outcome, as with a worker.
         """
         from ._execute import Runner
+        from ._worker import notify
 
         runner = Runner(self)
         done = 0
@@ -375,12 +376,10 @@ class App(BusMixin):
                 claimed = self.backend.claim(names, worker="inline", limit=1, lease_s=self.lease_s)
                 if not claimed:
                     break
-                for listener in self.listeners:
-                    listener.on_claim(claimed)
+                notify(self.listeners, "on_claim", claimed)
                 ran = runner.run(claimed[0])
                 accepted = ran.accepted if ran.applied else self.backend.finish([ran.outcome])[0]
-                for listener in self.listeners:
-                    listener.on_finish(ran.outcome, accepted)
+                notify(self.listeners, "on_finish", ran.outcome, accepted)
                 done += 1
         finally:
             runner.loop.close()

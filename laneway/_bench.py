@@ -335,7 +335,9 @@ class Bench:
         span = now - t_first
         if span > 0:
             rate = (done - c_first) / span
-            return PhaseResult(phase, description, done, span, rate, startup_s=t_first - t_spawn, partial=partial)
+            return PhaseResult(
+                phase, description, done, span, rate, startup_s=t_first - t_spawn, partial=partial
+            )
         # The whole phase finished between two polls: time it from the workers' start,
         # start-up included, and say so (too few jobs to tell the two apart).
         span = now - t_spawn

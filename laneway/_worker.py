@@ -53,12 +53,18 @@ class WorkerListener(Protocol):
     def on_finish(self, outcome: Outcome, accepted: bool) -> None: ...
 
 
-def _notify_finishing(listeners: Sequence[WorkerListener], outcomes: Sequence[Outcome]) -> None:
-    """Tell listeners that want it (``on_finishing``) that ``outcomes`` are about to be sent."""
+def notify(listeners: Sequence[WorkerListener], hook: str, *args: object) -> None:
+    """Call ``hook`` (``on_claim``, ``on_finishing``, ``on_finish``) on every listener that
+    has it. A listener that raises is logged and skipped: observing must never stop the
+    worker's fetch or ack loop."""
     for listener in listeners:
-        hook = getattr(listener, "on_finishing", None)
-        if hook is not None:
-            hook(outcomes)
+        method = getattr(listener, hook, None)
+        if method is None:
+            continue
+        try:
+            method(*args)
+        except Exception:
+            log.exception("listener %r raised in %s; the worker carries on", listener, hook)
 
 
 @dataclass(slots=True)
@@ -190,6 +196,10 @@ class Worker:
                 if self._stopping.is_set():
                     return
                 reserved, self._free = self._free, 0
+            # Read before the claim: a job finishing during an empty claim may have
+            # released its lane's next job, so "empty and nothing held" is only final
+            # when nothing was held while claiming.
+            held_before = self.held
             try:
                 recs = backend.claim(
                     self.queues, worker=self.id, limit=reserved, batch=self.batch, lease_s=self.lease_s
@@ -203,7 +213,7 @@ class Worker:
             if recs:
                 continue
             if burst:
-                if self.held == 0:
+                if held_before == 0:
                     return
                 with self._cond:
                     self._cond.wait(0.05)
@@ -240,8 +250,7 @@ class Worker:
         if not recs:
             return
         self.stats.claimed += len(recs)
-        for listener in self.listeners:
-            listener.on_claim(recs)
+        notify(self.listeners, "on_claim", recs)
         unit = [recs[0]]
         for rec in recs[1:]:
             if rec.lane is not None and rec.lane == unit[-1].lane and rec.queue == unit[-1].queue:
@@ -302,7 +311,7 @@ class Worker:
                 self._free -= extra
             reserved = len(batch) + extra
             limit = 0 if self._stopping.is_set() else reserved
-            _notify_finishing(self.listeners, pending)
+            notify(self.listeners, "on_finishing", pending)
             try:
                 sent, recs = backend.finish_and_claim(
                     pending, self.queues, worker=self.id, limit=limit, batch=self.batch, lease_s=self.lease_s
@@ -330,8 +339,7 @@ class Worker:
                 s.dead += 1
             else:
                 s.released += 1
-            for listener in self.listeners:
-                listener.on_finish(out, ok)
+            notify(self.listeners, "on_finish", out, ok)
 
     # --- maintenance --------------------------------------------------------------------------
 
