@@ -62,10 +62,10 @@ def test_rule6_a_worker_whose_lease_ran_out_cannot_ack(backend: Backend, app: la
 
 def test_rule6_heartbeat_extends_a_lease_past_its_first_expiry(backend: Backend, app: laneway.App) -> None:
     _job(app)
-    rec = backend.claim(["default"], worker="w1", limit=1, lease_s=0.4)[0]
-    for _ in range(4):
-        time.sleep(0.2)
-        assert backend.extend([rec.token or 0], 0.4) == [True]
+    rec = backend.claim(["default"], worker="w1", limit=1, lease_s=1.5)[0]
+    for _ in range(4):  # 2 s in all, past the first expiry; each extend 1 s before its lease ends
+        time.sleep(0.5)
+        assert backend.extend([rec.token or 0], 1.5) == [True]
     assert backend.sweep() == 0
     assert backend.finish([Outcome(rec.id, rec.token or 0, Verdict.SUCCEEDED)]) == [True]
 
