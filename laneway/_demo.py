@@ -237,6 +237,10 @@ def run(cfg: RunConfig, console: Console | None = None) -> RunResult:
     return RunResult(report, elapsed, total, len(workers.kills), workers.restarts, orphans, repaired)
 
 
+FINISHED_AT_RESOLUTION_S = 0.001
+"""The coarsest clock of a backend: SQLite's, in whole milliseconds."""
+
+
 def settle_from_backend(
     events: Sequence[Event], refs: Iterable[JobRef], backend: Backend
 ) -> tuple[list[Event], int]:
@@ -254,6 +258,11 @@ def settle_from_backend(
       the job dead) the event is added with the token and worker of that last claim,
       provided, for a success, that the handler recorded its EFFECT: a job the backend
       calls succeeded that never ran stays lost.
+
+    Backend times can be coarser than the history's (SQLite keeps whole milliseconds), so
+    a final event is never put before the claim it answers: its time is the later of
+    ``finished_at`` and that claim's time, and claims up to ``FINISHED_AT_RESOLUTION_S``
+    after ``finished_at`` count as before it.
 
     Returns the events and how many final events were rebuilt.
     """
@@ -279,21 +288,26 @@ def settle_from_backend(
             continue
         at = finals[ref.job_id]
         if len(at) == 1:
-            settled[at[0]] = replace(settled[at[0]], time=rec.finished_at)
+            final = settled[at[0]]
+            answered = [
+                c.time for c in claims[ref.job_id] if c.token == final.token and c.worker == final.worker
+            ]
+            settled[at[0]] = replace(final, time=max([rec.finished_at, *answered]))
             continue
         if at or (rec.status is Status.SUCCEEDED and ref.job_id not in effects):
             continue
-        before = [c for c in claims[ref.job_id] if c.time <= rec.finished_at]
+        before = [c for c in claims[ref.job_id] if c.time < rec.finished_at + FINISHED_AT_RESOLUTION_S]
         last = max(before, key=lambda c: c.time) if before else None
+        when = max(rec.finished_at, last.time) if last else rec.finished_at
         rebuilt += 1
         if rec.status is Status.SUCCEEDED and last is not None:
             mine = [i for i in refused[ref.job_id] if settled[i].token == last.token]
             if mine:
-                settled[mine[0]] = replace(settled[mine[0]], kind=EventKind.ACK, time=rec.finished_at)
+                settled[mine[0]] = replace(settled[mine[0]], kind=EventKind.ACK, time=when)
                 continue
         kind = EventKind.ACK if rec.status is Status.SUCCEEDED else EventKind.DEAD
         added.append(Event(kind, ref.job_id, ref.lane, ref.seq, last.worker if last else "unrecorded",
-                           last.token if last else None, rec.finished_at, rec.attempts))  # fmt: skip
+                           last.token if last else None, when, rec.attempts))  # fmt: skip
     return settled + added, rebuilt
 
 

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from ._app import App
 from ._history import EventKind, HistoryRecorder
-from ._observe import _FINAL, HistoryListener, LaneSeq, record_in_job
-from ._records import JobRecord, Outcome, Verdict
+from ._observe import HistoryListener, record_in_job
+from ._records import JobRecord
 
 QUEUE = "demo"
 TASK = "demo.step"
@@ -38,41 +38,6 @@ def lane_seq(rec: JobRecord) -> tuple[str | None, int]:
     from ._codec import decode_call
 
     return rec.lane, int(decode_call(rec.payload).args[1])
-
-
-class TokenHistoryListener(HistoryListener):
-    """``HistoryListener`` that tells deliveries of one job apart by fencing token.
-
-    The base class remembers a claimed job by id alone, so when a worker claims the
-    same job twice (its first lease expired while it was slow, then it won the job
-    again) the first outcome consumes the record of the second claim, and the second
-    outcome is written with lane None and seq -1. Keyed by (job id, token) instead.
-    """
-
-    def __init__(self, recorder: HistoryRecorder, lane_seq: LaneSeq, clock: Callable[[], float]) -> None:
-        super().__init__(recorder, lane_seq, clock)
-        self._claims: dict[tuple[str, int | None], tuple[str | None, int, int]] = {}
-
-    def on_claim(self, records: Sequence[JobRecord]) -> None:
-        now = self.clock()
-        for rec in records:
-            lane, seq = self.lane_seq(rec)
-            with self._lock:
-                self._claims[(rec.id, rec.token)] = (lane, seq, rec.attempts)
-            self.recorder.record(
-                EventKind.CLAIM, rec.id, lane, seq, token=rec.token, time=now, attempt=rec.attempts
-            )
-
-    def on_finish(self, outcome: Outcome, accepted: bool) -> None:
-        with self._lock:
-            lane, seq, attempt = self._claims.pop((outcome.job_id, outcome.token), (None, -1, 0))
-        if accepted:
-            kind = _FINAL[outcome.verdict]
-        else:
-            kind = EventKind.ACK_REFUSED if outcome.verdict is Verdict.SUCCEEDED else EventKind.NACK
-        self.recorder.record(
-            kind, outcome.job_id, lane, seq, token=outcome.token, time=self.clock(), attempt=attempt
-        )
 
 
 def local_clock() -> float:
@@ -103,7 +68,7 @@ def build_app(
     now: Callable[[], float] = local_clock if clock == "local" else backend_now
     recorder = HistoryRecorder(history_dir, worker=f"worker-{os.getpid()}") if history_dir else None
     if recorder is not None:
-        app.listeners.append(TokenHistoryListener(recorder, lane_seq, now))
+        app.listeners.append(HistoryListener(recorder, lane_seq, now))
     if sweep_s is not None:
         app.on_worker_start.append(lambda worker: setattr(worker, "sweep_s", sweep_s))
 

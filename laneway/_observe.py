@@ -28,6 +28,10 @@ _FINAL = {
 class HistoryListener:
     """Records CLAIM and ACK/ACK_REFUSED/NACK/DEAD events of one worker process.
 
+    Deliveries are told apart by (job id, fencing token): a worker that claims the same
+    job twice (its first lease ran out while it was slow, then it won the job again)
+    records each outcome against its own claim.
+
     Args:
         recorder: where events go (one file per process).
         lane_seq: gives a job's (lane, producer sequence number) from its record.
@@ -38,8 +42,8 @@ class HistoryListener:
         self.recorder = recorder
         self.lane_seq = lane_seq
         self.clock = clock
-        self._known: dict[str, tuple[str | None, int, int]] = {}
-        self._sent_at: dict[str, float] = {}
+        self._known: dict[tuple[str, int | None], tuple[str | None, int, int]] = {}
+        self._sent_at: dict[tuple[str, int | None], float] = {}
         self._lock = threading.Lock()
 
     def on_claim(self, records: Sequence[JobRecord]) -> None:
@@ -47,7 +51,7 @@ class HistoryListener:
         for rec in records:
             lane, seq = self.lane_seq(rec)
             with self._lock:
-                self._known[rec.id] = (lane, seq, rec.attempts)
+                self._known[(rec.id, rec.token)] = (lane, seq, rec.attempts)
             self.recorder.record(
                 EventKind.CLAIM, rec.id, lane, seq, token=rec.token, time=now, attempt=rec.attempts
             )
@@ -59,12 +63,13 @@ class HistoryListener:
         now = self.clock()
         with self._lock:
             for out in outcomes:
-                self._sent_at[out.job_id] = now
+                self._sent_at[(out.job_id, out.token)] = now
 
     def on_finish(self, outcome: Outcome, accepted: bool) -> None:
         with self._lock:
-            lane, seq, attempt = self._known.pop(outcome.job_id, (None, -1, 0))
-            sent_at = self._sent_at.pop(outcome.job_id, None)
+            key = (outcome.job_id, outcome.token)
+            lane, seq, attempt = self._known.pop(key, (None, -1, 0))
+            sent_at = self._sent_at.pop(key, None)
         kind = _FINAL[outcome.verdict] if accepted else EventKind.ACK_REFUSED
         if not accepted and outcome.verdict is not Verdict.SUCCEEDED:
             kind = EventKind.NACK

@@ -37,11 +37,10 @@ import time
 
 from laneway import App
 from laneway._codec import decode_call
-from laneway._demo_app import TokenHistoryListener
 from laneway._errors import DecodeError
 from laneway._execute import current_job
 from laneway._history import EventKind, HistoryRecorder
-from laneway._observe import record_in_job
+from laneway._observe import HistoryListener, record_in_job
 from laneway._records import JobRecord
 
 QUEUE = "chaos"
@@ -80,7 +79,7 @@ def build(url: str, namespace: str, history: str = "") -> App:
     )
     recorder = HistoryRecorder(history, worker=f"w-{os.getpid()}") if history else None
     if recorder is not None:
-        app.listeners.append(TokenHistoryListener(recorder, lane_seq, clock))
+        app.listeners.append(HistoryListener(recorder, lane_seq, clock))
     hold_max_s = _env_float("LANEWAY_CHAOS_HOLD_MAX_S", 3600.0) or 0.0
     timings = {
         "sweep_s": _env_float("LANEWAY_CHAOS_SWEEP_S"),
