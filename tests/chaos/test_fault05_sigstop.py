@@ -64,6 +64,9 @@ def test_sigstopped_worker_past_its_lease_gets_ack_and_extend_refused_and_its_la
         rescuer = fleet.worker("rescuer", concurrency=2, lease_s=LEASE_S)
         wait_until(lambda: len([e for e in fleet.events() if e.kind is EventKind.ACK]) >= 3, 90,
                    "the rescuer to run the whole lane")  # fmt: skip
+        # The lease may have been granted well before the SIGSTOP, so the rescuer can be
+        # done sooner than LEASE_S after it: stay stopped past a whole lease all the same.
+        time.sleep(max(0.0, LEASE_S + 0.2 - (time.monotonic() - stopped)))
         frozen.signal(signal.SIGCONT)
         stopped_s = time.monotonic() - stopped
         token = events_of(EventKind.CLAIM, first, frozen.history_name)[0].token
