@@ -204,10 +204,9 @@ class Worker:
                 recs = backend.claim(
                     self.queues, worker=self.id, limit=reserved, batch=self.batch, lease_s=self.lease_s
                 )
-            except Exception:  # a backend hiccup must not end the worker
+            except Exception:  # noqa: BLE001 - a backend hiccup must not end the worker (logged below)
                 self._take([], reserved)
-                log.exception("claim failed; retrying in %.1f s", self.idle_wait_s)
-                self._stopping.wait(self.idle_wait_s)
+                self._pause_after("claim")
                 continue
             self._take(recs, reserved)
             if recs:
@@ -220,9 +219,13 @@ class Worker:
                 continue
             try:
                 backend.wait(self.queues, self.idle_wait_s)
-            except Exception:  # as above; the next claim tells whether it is back
-                log.exception("wait failed; retrying in %.1f s", self.idle_wait_s)
-                self._stopping.wait(self.idle_wait_s)
+            except Exception:  # noqa: BLE001 - as above; the next claim tells whether it is back
+                self._pause_after("wait")
+
+    def _pause_after(self, what: str) -> None:
+        """Log a failed backend call and pause ``idle_wait_s`` (or until stopped)."""
+        log.exception("%s failed; retrying in %.1f s", what, self.idle_wait_s)
+        self._stopping.wait(self.idle_wait_s)
 
     def _take(
         self, recs: list[JobRecord], reserved: int, finished: Sequence[Outcome] = (), claimed: bool = True

@@ -165,20 +165,6 @@ class RedisCore(Inspect, Backend):
         args = [worker, take.limit, batch, take.lanes, round(lease_s * US), PROMOTE_MAX, lease, *queues]
         return keys, args
 
-    def _claim_cmd(
-        self,
-        shard: Shard,
-        queues: Sequence[str],
-        worker: str,
-        take: Take,
-        batch: int,
-        lease_s: float,
-        lease: str,
-    ) -> Command:
-        return self._run(
-            "claim", shard, *self._claim_parts(shard, queues, worker, take, batch, lease_s, lease)
-        )
-
     def _note_due(self, queues: Sequence[str], due_in_us: float) -> None:
         """Remember when the earliest delayed job of ``queues`` is due (for ``wait``)."""
         self._due[tuple(queues)] = time.monotonic() + due_in_us / US if due_in_us >= 0 else float("inf")
@@ -203,8 +189,9 @@ class RedisCore(Inspect, Backend):
             if self.layout.n > 1:
                 peeks = self.link.pipeline(self._peek_cmds(queues, lanes))
                 return self._claim_peeked(peeks, queues, worker, want, batch, lease_s)
-            cmd = self._claim_cmd(self.layout.shards[0], queues, worker, want, batch, lease_s, "")
-            return self._claimed(queues, self.link.execute(*cmd))
+            shard = self.layout.shards[0]
+            parts = self._claim_parts(shard, queues, worker, want, batch, lease_s, "")
+            return self._claimed(queues, self.link.execute(*self._run("claim", shard, *parts)))
         except UNREACHABLE as exc:
             self._unreachable(exc)
             return []
@@ -259,7 +246,14 @@ class RedisCore(Inspect, Backend):
             return []
         shards, order = self.layout.shards, list(takes)
         replies = self.link.pipeline(
-            [self._claim_cmd(shards[k], queues, worker, takes[k], batch, lease_s, str(lease)) for k in order]
+            [
+                self._run(
+                    "claim",
+                    shards[k],
+                    *self._claim_parts(shards[k], queues, worker, takes[k], batch, lease_s, str(lease)),
+                )
+                for k in order
+            ]
         )
         _raise_errors(replies)
         taken = [(k, record(row)) for k, reply in zip(order, replies, strict=True) for row in reply[4]]
@@ -282,9 +276,11 @@ class RedisCore(Inspect, Backend):
         script (a cluster's peeks) in one pipeline; a cluster's claim is a second one."""
         claiming = limit > 0 and bool(queues)
         want, batch = Take(limit, limit), max(1, batch)
-        if self.layout.n == 1:
-            return self._finish_and_claim_here(
-                outcomes, queues if claiming else (), worker, want, batch, lease_s
+        if self.layout.n == 1 and claiming and outcomes:
+            return self._finish_and_claim_here(outcomes, queues, worker, want, batch, lease_s)
+        if self.layout.n == 1:  # only one of the two to do: the plain calls
+            return super().finish_and_claim(
+                outcomes, queues, worker=worker, limit=limit, batch=batch, lease_s=lease_s
             )
         groups, cmds = self._finish_cmds(outcomes)
         if claiming:
@@ -311,10 +307,6 @@ class RedisCore(Inspect, Backend):
         lease_s: float,
     ) -> tuple[list[bool], list[JobRecord]]:
         """One server: ``finish.lua`` applies the outcomes and then claims, in one call."""
-        if not queues:
-            return (self.finish(outcomes) if outcomes else []), []
-        if not outcomes:
-            return [], self.claim(queues, worker=worker, limit=want.limit, batch=batch, lease_s=lease_s)
         shard = self.layout.shards[0]
         keys, args = self._finish_parts(shard, outcomes)
         claim_keys, claim_args = self._claim_parts(shard, queues, worker, want, batch, lease_s, "")
