@@ -180,6 +180,26 @@ class Backend(ABC):
         when the earliest such job is due.
         """
 
+    def wait_and_claim(
+        self,
+        queues: Sequence[str],
+        timeout_s: float,
+        *,
+        worker: str,
+        limit: int,
+        batch: int = 1,
+        lease_s: float,
+    ) -> list[JobRecord]:
+        """``wait(queues, timeout_s)`` then ``claim(queues, ...)``: what an idle worker does.
+
+        Backends that can send the claim behind the wake-up signal (Redis: the blocking
+        read and the claim script in one pipeline, so the claim runs on the server the
+        moment work arrives) override it to save a round trip on every pickup. The claim
+        always follows the wait, woken or timed out, and may come back empty.
+        """
+        self.wait(queues, timeout_s)
+        return self.claim(queues, worker=worker, limit=limit, batch=batch, lease_s=lease_s)
+
     # --- inspect and operate -------------------------------------------------------
 
     @abstractmethod

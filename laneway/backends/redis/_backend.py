@@ -412,11 +412,16 @@ class RedisCore(Inspect, Backend):
             pending = [s for s, r in zip(pending, replies, strict=True) if r[2] == 1]
         return recovered
 
+    def _wait_timeout(self, queues: Sequence[str], timeout_s: float) -> float:
+        """``timeout_s``, cut to when the earliest due job seen by the last empty claim
+        on ``queues`` comes due."""
+        due = self._due.get(tuple(queues), float("inf"))
+        return min(timeout_s, due - time.monotonic())
+
     def wait(self, queues: Sequence[str], timeout_s: float) -> None:
         """Block on the queues' wake-up tokens, no longer than until the earliest due job
         seen by this process's last empty claim on the same queues."""
-        due = self._due.get(tuple(queues), float("inf"))
-        timeout_s = min(timeout_s, due - time.monotonic())
+        timeout_s = self._wait_timeout(queues, timeout_s)
         if timeout_s <= 0 or not queues:
             return
         try:
@@ -497,7 +502,35 @@ class RedisBackend(RedisCore):
     or ``unix://``. The whole namespace is one shard, so every call is atomic."""
 
     def __init__(self, url: str, *, namespace: str) -> None:
-        super().__init__(SingleLink(url), namespace=namespace, shards=1, wake_channel=False)
+        self.single = SingleLink(url)
+        super().__init__(self.single, namespace=namespace, shards=1, wake_channel=False)
+
+    def wait_and_claim(
+        self,
+        queues: Sequence[str],
+        timeout_s: float,
+        *,
+        worker: str,
+        limit: int,
+        batch: int = 1,
+        lease_s: float,
+    ) -> list[JobRecord]:
+        """The wake-up ``BLPOP`` and ``claim.lua`` in one write: the claim runs on the
+        server as soon as the wait ends, and a pickup costs one round trip, not two."""
+        timeout_s = self._wait_timeout(queues, timeout_s)
+        if timeout_s <= 0 or limit < 1 or not queues:
+            return self.claim(queues, worker=worker, limit=limit, batch=batch, lease_s=lease_s)
+        shard = self.layout.shards[0]
+        parts = self._claim_parts(shard, queues, worker, Take(limit, limit), max(1, batch), lease_s, "")
+        wake_keys = [shard.queue_keys(q)[2] for q in queues]
+        try:
+            reply = self.single.wait_then(wake_keys, timeout_s, self._run("claim", shard, *parts))
+        except UNREACHABLE as exc:  # reloading a flushed script failed
+            self._unreachable(exc)
+            return []
+        if reply is None:  # the connection failed: the wait ended, nothing was claimed
+            return []
+        return self._claimed(queues, reply)
 
 
 class RedisClusterBackend(RedisCore):

@@ -141,8 +141,7 @@ class SingleLink(Link):
             conn.disconnect()
 
     def _once(self, conn: Any, cmds: Sequence[Command]) -> list[Any]:
-        packed: Any = [b"".join([_pack_one(c) for c in cmds])] if _pack_one else conn.pack_commands(cmds)
-        conn.send_packed_command(packed, check_health=False)
+        conn.send_packed_command(_packed(conn, cmds), check_health=False)
         replies: list[Any] = []
         for _ in cmds:
             try:
@@ -209,11 +208,7 @@ class SingleLink(Link):
         """``BLPOP`` on the wake lists; a lost connection just ends the wait (after a pause,
         so a worker whose server is away retries at a calm pace)."""
         conn, _ = self._take()
-        limit = conn.socket_timeout
-        if limit is not None:  # leave the reply time to arrive before the socket gives up
-            timeout_s = min(timeout_s, float(limit) / 2)
-        # BLPOP's timeout 0 means forever: never round a short wait down to it
-        seconds = f"{max(math.ceil(timeout_s * 1000), 1) / 1000:.3f}"
+        seconds = _blpop_seconds(conn, timeout_s)
         try:
             conn.send_command("BLPOP", *wake_keys, seconds)
             conn.read_response()
@@ -230,6 +225,34 @@ class SingleLink(Link):
             raise
         self._idle.append(conn)
 
+    def wait_then(self, wake_keys: Sequence[str], timeout_s: float, cmd: Command) -> Any:
+        """``wait`` with ``cmd`` sent behind the ``BLPOP`` in the same write: the server runs
+        ``cmd`` the moment the wait ends (woken or timed out), so its reply comes without
+        another round trip. Returns ``cmd``'s reply (an error reply is returned, not
+        raised), or None when the connection failed (after the pause ``wait`` takes)."""
+        conn, _ = self._take()
+        seconds = _blpop_seconds(conn, timeout_s)
+        try:
+            conn.send_packed_command(_packed(conn, [("BLPOP", *wake_keys, seconds), cmd]), check_health=False)
+            conn.read_response()
+            try:
+                reply = conn.read_response()
+            except ResponseError as exc:
+                reply = exc
+        except RedisTimeoutError:  # an overloaded server: a spurious wake-up, on a new connection
+            self._drop(conn)
+            return None
+        except (RedisConnectionError, OSError):
+            self._drop(conn)
+            self._drop_idle()
+            time.sleep(min(timeout_s, RECONNECT_MAX_PAUSE_S))
+            return None
+        except BaseException:
+            self._drop(conn)
+            raise
+        self._idle.append(conn)
+        return self._repair([cmd], [reply])[0]
+
     def scan(self, pattern: str) -> Iterator[bytes]:
         return self.client.scan_iter(match=pattern, count=1000)
 
@@ -239,6 +262,21 @@ class SingleLink(Link):
         for conn in conns:
             conn.disconnect()
         self.client.close()
+
+
+def _packed(conn: Any, cmds: Sequence[Command]) -> Any:
+    """``cmds`` encoded for one ``send_packed_command`` (hiredis' encoder when present)."""
+    return [b"".join([_pack_one(c) for c in cmds])] if _pack_one else conn.pack_commands(cmds)
+
+
+def _blpop_seconds(conn: Any, timeout_s: float) -> str:
+    """``BLPOP``'s timeout argument for a wait of ``timeout_s`` on ``conn``: at most half
+    its socket timeout (the reply must arrive before the socket gives up), never 0 (which
+    means forever)."""
+    limit = conn.socket_timeout
+    if limit is not None:
+        timeout_s = min(timeout_s, float(limit) / 2)
+    return f"{max(math.ceil(timeout_s * 1000), 1) / 1000:.3f}"
 
 
 def _node(host: str, port: int) -> ClusterNode:
