@@ -297,6 +297,41 @@ def test_wait_wakes_on_an_enqueue_from_another_backend_without_polling(
         producer.close()
 
 
+def test_a_pickup_wait_claims_when_a_delayed_job_comes_due(pg: PostgresBackend) -> None:
+    pg.wait_and_claim(["q"], 0.01, worker="w", limit=4, lease_s=30)  # LISTEN, claim at once
+    job = new_job(delay_s=0.4)
+    pg.enqueue([job])
+    pg.wait_and_claim(["q"], 0.01, worker="w", limit=4, lease_s=30)  # the enqueue's notification
+    started = time.monotonic()
+    recs: list[object] = []
+    while not recs and time.monotonic() - started < 5.0:
+        recs = pg.wait_and_claim(["q"], 5.0, worker="w", limit=4, lease_s=30)
+    assert [getattr(r, "id", None) for r in recs] == [job.id]
+    assert time.monotonic() - started < 2.5, "woken by the due time, not at the 5 s timeout"
+
+
+def test_close_ends_a_pickup_wait_at_once_and_claims_nothing(tmp_path: Path) -> None:
+    backend = make_backend("postgres", tmp_path)
+    assert isinstance(backend, PostgresBackend)
+    out: list[object] = []
+    try:
+        backend.wait_and_claim(["q"], 0.01, worker="w", limit=4, lease_s=30)  # LISTEN first
+
+        def waiter() -> None:
+            out.append(backend.wait_and_claim(["q"], 10.0, worker="w", limit=4, lease_s=30))
+
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        time.sleep(0.3)
+        closing = time.monotonic()
+        backend.close()
+        thread.join(5)
+        assert not thread.is_alive() and time.monotonic() - closing < 3.0
+        assert out == [[]]
+    finally:
+        drop_backend(make_backend("postgres", tmp_path, namespace=backend.namespace))
+
+
 def test_wait_ignores_other_queues_and_returns_when_a_delayed_job_is_due(pg: PostgresBackend) -> None:
     pg.wait(["q"], 0.01)
     pg.enqueue([new_job(queue="other")])

@@ -10,6 +10,7 @@ the caller's transaction and commits or rolls back with it.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -35,6 +36,7 @@ from ._async import AsyncEnqueuer
 from ._listener import Listener
 from ._queries import Queries
 from ._rows import enqueue_params, finish_params, to_record
+from ._waiter import Waiter
 
 log = logging.getLogger("laneway.postgres")
 
@@ -53,6 +55,8 @@ PURGE_BATCH = 5000
 OVERDUE_WAIT_S = 0.01
 """How long ``wait`` sleeps when due work is being promoted by another claim."""
 
+_WAITER_CLOSE_S = 2.0
+"""How long ``close`` waits for a worker's pickup wait to end before leaving its connection."""
 _DISCONNECT_STATES = frozenset({"57P01", "57P02", "57P03"})
 
 
@@ -92,6 +96,8 @@ class PostgresBackend(Backend):
             self._pool.close()
             raise
         self._listener = Listener(url, self.channel, self._poke)
+        self._waiter = Waiter(url, self.channel, self._q, OVERDUE_WAIT_S)
+        self._waiter_lock = threading.Lock()
         self._async = AsyncEnqueuer(url)
 
     def __repr__(self) -> str:
@@ -261,6 +267,32 @@ class PostgresBackend(Backend):
             timeout_s = min(timeout_s, max(float(due_in), OVERDUE_WAIT_S))
         self._listener.wait(queues, timeout_s)
 
+    def wait_and_claim(
+        self,
+        queues: Sequence[str],
+        timeout_s: float,
+        *,
+        worker: str,
+        limit: int,
+        batch: int = 1,
+        lease_s: float,
+    ) -> list[JobRecord]:
+        """Wait for a notification on a ``LISTEN`` connection of the calling worker's own
+        and claim on that same connection the moment anything arrives: no thread
+        hand-off and no cold server process on the pickup path. One thread at a time
+        (a second concurrent caller gets the plain ``wait`` then ``claim``)."""
+        if limit <= 0 or not queues or self._closed:
+            return []
+        if not self._waiter_lock.acquire(blocking=False):
+            return super().wait_and_claim(
+                queues, timeout_s, worker=worker, limit=limit, batch=batch, lease_s=lease_s
+            )
+        try:
+            params = [list(queues), worker, limit, max(batch, 1), None, lease_s]
+            return self._waiter.wait_and_claim(queues, timeout_s, params)
+        finally:
+            self._waiter_lock.release()
+
     def promote(self, queues: Sequence[str] | None = None, *, budget: int = 1) -> int:
         """Move due delayed jobs and waiting laned jobs of ``queues`` (default: every queue)
         into their lanes now, in at most ``budget`` batches of ``PROMOTE_BATCH``. Enqueues
@@ -355,7 +387,19 @@ class PostgresBackend(Backend):
         if self._closed:
             return
         self._closed = True
+        self._waiter.closed = True
         self._listener.close()
+        idle = self._waiter_lock.acquire(blocking=False)
+        if not idle:  # a worker is waiting on the waiter's connection: wake it
+            try:
+                self._poke()
+            except psycopg.Error:
+                log.debug("could not poke the pickup wait; it ends within its timeout")
+        if idle or self._waiter_lock.acquire(timeout=_WAITER_CLOSE_S):
+            try:
+                self._waiter.close()
+            finally:
+                self._waiter_lock.release()
         self._async.close()
         self._pool.close()
 
