@@ -3,10 +3,12 @@
 Threads of one worker:
 
 - the *fetch loop* (the thread that calls ``run``): claims up to ``free slots`` jobs in
-  one round trip, hands each lane's jobs to an executor, and otherwise sleeps in
-  ``backend.wait`` (woken by the backend) or on its own slot condition;
+  one round trip and hands each lane's jobs to an executor; when a claim finds nothing it
+  passes the waiting to an idle executor and sleeps on its slot condition;
 - ``concurrency`` *executors*: run a lane's claimed jobs in order (sync handlers in the
-  executor thread, async ones on the shared event loop);
+  executor thread, async ones on the shared event loop). The one holding the idle wait
+  blocks in ``backend.wait_and_claim`` (woken by the backend) and runs the first lane it
+  claims itself, so a pickup on an idle worker wakes no other thread;
 - the *acker*: sends every outcome that is ready in one ``finish`` round trip, then frees
   the slots, so a slot counts as busy until its job is acked;
 - the *maintainer*: renews leases (``heartbeat_s``), sweeps dead workers' leases
@@ -91,6 +93,13 @@ def _keeps_going(out: Outcome, rec: JobRecord) -> bool:
     return out.verdict is Verdict.DEAD and rec.on_dead is OnDead.SKIP
 
 
+@dataclass(frozen=True, slots=True)
+class _IdleWait:
+    """Work-queue item: the executor taking it waits for work for ``reserved`` slots."""
+
+    reserved: int
+
+
 class Worker:
     """Runs jobs from ``queues`` (in priority order) with ``concurrency`` slots.
 
@@ -145,7 +154,8 @@ class Worker:
         self._free = concurrency
         self._held: dict[int, dict[str, JobRecord]] = {}
         self._sending: set[str] = set()  # job ids whose outcome is on its way to the backend
-        self._work: queue.SimpleQueue[list[JobRecord] | None] = queue.SimpleQueue()
+        self._work: queue.SimpleQueue[list[JobRecord] | _IdleWait | None] = queue.SimpleQueue()
+        self._waiting = False  # an executor is in _idle_wait
         self._acks: queue.SimpleQueue[Ran | None] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._hard_stop = threading.Event()
@@ -187,15 +197,25 @@ class Worker:
         return self.stats
 
     def _fetch_loop(self, burst: bool) -> None:
-        """Claim for free slots when the acker is not already doing it (an idle worker)."""
+        """Claim for free slots when the acker is not already doing it (an active worker).
+
+        When a claim finds nothing, an idle executor takes over the waiting
+        (``_idle_wait``) and this loop sleeps until it is back.
+        """
         backend = self.app.backend
+        idle = False
         while not self._stopping.is_set():
             with self._cond:
-                while self._free == 0 and not self._stopping.is_set():
+                while (self._free == 0 or self._waiting) and not self._stopping.is_set():
                     self._cond.wait()
                 if self._stopping.is_set():
                     return
                 reserved, self._free = self._free, 0
+                self._waiting = idle
+            if idle:
+                self._work.put(_IdleWait(reserved))
+                idle = False
+                continue
             # Read before the claim: a job finishing during an empty claim may have
             # released its lane's next job, so "empty and nothing held" is only final
             # when nothing was held while claiming.
@@ -211,16 +231,52 @@ class Worker:
             self._take(recs, reserved)
             if recs:
                 continue
-            if burst:
-                if held_before == 0:
-                    return
-                with self._cond:
-                    self._cond.wait(0.05)
+            if not burst:
+                idle = True
                 continue
-            try:
-                backend.wait(self.queues, self.idle_wait_s)
-            except Exception:  # noqa: BLE001 - as above; the next claim tells whether it is back
-                self._pause_after("wait")
+            if held_before == 0:
+                return
+            with self._cond:
+                self._cond.wait(0.05)
+
+    def _idle_wait(self, reserved: int) -> list[JobRecord] | None:
+        """Wait for work in an executor thread, claim it, and return the first lane's jobs
+        to run right here (the others go to the other executors).
+
+        The thread that receives the claim runs the job: on the pickup path no other
+        thread has to be woken. The ``reserved`` slots (and any freed meanwhile) stay
+        reserved while waiting, so the other executors can always run what is held.
+        Returns None when nothing was claimed (the fetch loop then claims again).
+        """
+        backend = self.app.backend
+        recs: list[JobRecord] = []
+        units: list[list[JobRecord]] = []
+        try:
+            while not self._stopping.is_set():
+                with self._cond:
+                    reserved, self._free = reserved + self._free, 0
+                try:
+                    recs = backend.wait_and_claim(
+                        self.queues, self.idle_wait_s, worker=self.id, limit=reserved,
+                        batch=self.batch, lease_s=self.lease_s,
+                    )  # fmt: skip
+                except Exception:  # noqa: BLE001 - as in the fetch loop (logged below)
+                    if not self._stopping.is_set():
+                        self._pause_after("wait and claim")
+                    break
+                if recs:
+                    break
+            units = self._take(recs, reserved, dispatch=False)
+            if units and self._stopping.is_set():  # claimed as the worker began to stop
+                self._release_all(recs, why="claimed while stopping")
+                units = []
+        finally:
+            with self._cond:
+                self._waiting = False
+                self._cond.notify_all()
+        for unit in units[1:]:
+            self._work.put(unit)
+        return units[0] if units else None
 
     def _pause_after(self, what: str) -> None:
         """Log a failed backend call and pause ``idle_wait_s`` (or until stopped)."""
@@ -228,11 +284,17 @@ class Worker:
         self._stopping.wait(self.idle_wait_s)
 
     def _take(
-        self, recs: list[JobRecord], reserved: int, finished: Sequence[Outcome] = (), claimed: bool = True
-    ) -> None:
+        self,
+        recs: list[JobRecord],
+        reserved: int,
+        finished: Sequence[Outcome] = (),
+        claimed: bool = True,
+        dispatch: bool = True,
+    ) -> list[list[JobRecord]]:
         """In one step: drop ``finished`` jobs from what is held, hold ``recs`` (claimed
         for ``reserved`` slots, which include the finished jobs' slots), give back the
-        unused slots; then hand the new jobs to the executors, one unit per lane."""
+        unused slots; then split the new jobs into units (one per lane) and hand them to
+        the executors (``dispatch``) or return them."""
         if claimed:
             self.stats.claim_calls += 1
             self.stats.empty_claims += not recs
@@ -251,34 +313,45 @@ class Worker:
                 self._held[token] = {rec.id: rec for rec in recs}
             self._cond.notify_all()
         if not recs:
-            return
+            return []
         self.stats.claimed += len(recs)
         notify(self.listeners, "on_claim", recs)
-        unit = [recs[0]]
+        units = [[recs[0]]]
         for rec in recs[1:]:
+            unit = units[-1]
             if rec.lane is not None and rec.lane == unit[-1].lane and rec.queue == unit[-1].queue:
                 unit.append(rec)
             else:
-                self._work.put(unit)
-                unit = [rec]
-        self._work.put(unit)
+                units.append([rec])
+        if not dispatch:
+            return units
+        for unit in units:
+            self._work.put(unit)
+        return []
 
     # --- executors and acker ------------------------------------------------------------------
 
     def _execute_loop(self) -> None:
         while True:
-            unit = self._work.get()
-            if unit is None:
+            item = self._work.get()
+            if item is None:
                 return
-            for i, rec in enumerate(unit):
-                if self._stopping.is_set() and i > 0:
-                    self._release(unit[i:])
-                    break
-                ran = self._run_one(rec)
-                self._acks.put(ran)
-                if not _keeps_going(ran.outcome, rec):
-                    self._release(unit[i + 1 :])
-                    break
+            unit = self._idle_wait(item.reserved) if isinstance(item, _IdleWait) else item
+            if unit is not None:
+                self._run_unit(unit)
+
+    def _run_unit(self, unit: list[JobRecord]) -> None:
+        """Run one lane's claimed jobs in order; release the rest after a job that stops
+        its lane (a retry, a blocking death) or once the worker is stopping."""
+        for i, rec in enumerate(unit):
+            if self._stopping.is_set() and i > 0:
+                self._release(unit[i:])
+                return
+            ran = self._run_one(rec)
+            self._acks.put(ran)
+            if not _keeps_going(ran.outcome, rec):
+                self._release(unit[i + 1 :])
+                return
 
     def _run_one(self, rec: JobRecord) -> Ran:
         try:
@@ -408,10 +481,16 @@ class Worker:
     def _shutdown(self) -> None:
         """Stop claiming, let running jobs finish within ``grace_s``, release the rest."""
         self._stopping.set()
-        deadline = time.monotonic() + self.grace_s
+        now = time.monotonic()
+        deadline, waiter_by = now + self.grace_s, now + self.idle_wait_s + 1.0
+
+        def busy() -> bool:  # held jobs within the grace period, an idle wait within its own
+            t = time.monotonic()
+            return (bool(self._held) and t < deadline) or (self._waiting and t < waiter_by)
+
         with self._cond:
-            while self._held and time.monotonic() < deadline:
-                self._cond.wait(max(0.0, min(0.1, deadline - time.monotonic())))
+            while busy():
+                self._cond.wait(0.1)
             still = [rec for held in self._held.values() for rec in held.values()]
         if still:
             self._release_all(still)
@@ -424,20 +503,21 @@ class Worker:
             t.join(timeout=max(0.0, join_by - time.monotonic()))
         self._loop.close(timeout_s=max(0.0, join_by - time.monotonic()))
 
-    def _release_all(self, recs: list[JobRecord]) -> None:
-        """Give back every job still held after the grace period, attempts not spent.
+    def _release_all(self, recs: list[JobRecord], why: str = "") -> None:
+        """Give back every job still held after the grace period (or claimed by a wait
+        that ended after the worker began to stop), attempts not spent.
 
         A handler still running in its thread cannot be killed; its later ack is refused.
         """
         outs = [Outcome(rec.id, rec.token, Verdict.RELEASE) for rec in recs if rec.token is not None]
+        why = why or f"still running after the {self.grace_s:.0f} s grace period"
         try:
             accepted = self.app.backend.finish(outs)
         except Exception:
-            log.exception("could not release %d jobs; their leases will expire", len(outs))
+            log.exception("could not release %d jobs %s; their leases will expire", len(outs), why)
             return
-        log.warning(
-            "released %d jobs still running after the %.0f s grace period", sum(accepted), self.grace_s
-        )
+        self._take([], 0, outs, claimed=False)
+        log.warning("released %d jobs %s", sum(accepted), why)
 
     def _install_signals(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():

@@ -25,8 +25,8 @@ def test_laneway_chaos_on_sqlite_kills_workers_and_reports_nothing_lost_nothing_
 ) -> None:
     url = f"sqlite:///{tmp_path / 'chaos.db'}"
     cmd = [sys.executable, "-m", "laneway", "chaos", "--url", url, "--jobs", "800", "--lanes", "80",
-           "--workers", "3", "--concurrency", "4", "--work-ms", "5", "--kills", str(KILLS),
-           "--kill-every", "1.0", "--lease", "3"]  # fmt: skip
+           "--workers", "3", "--concurrency", "4", "--work-ms", "20", "--kills", str(KILLS),
+           "--kill-every", "0.3", "--lease", "3"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
     done = subprocess.run(
         cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=170, check=False
