@@ -148,3 +148,35 @@ def test_claim_latency_is_flat_right_after_a_burst_of_new_lanes(
     base_s, burst_s = _medians(base, burst, ROUNDS)
     print(f"median claim: {base_s * 1e3:.2f} ms, {burst_s * 1e3:.2f} ms right after 20,000 new lanes")
     assert burst_s <= 1.5 * base_s, f"median claim {burst_s * 1e3:.2f} ms vs {base_s * 1e3:.2f} ms"
+
+
+def test_claim_latency_stays_flat_when_lanes_grow_after_the_claim_was_planned(
+    two: tuple[PostgresBackend, PostgresBackend],
+) -> None:
+    """A worker keeps its connection, and with it the claim's plan, made when the queue
+    was nearly empty; a burst of lanes that follows must not turn that plan into a scan
+    of every lane (autovacuum is off here, so no ANALYZE comes to replan it)."""
+    base, grown = two
+    for backend in two:
+        with backend.transaction() as conn:
+            for table in ("jobs", "lanes"):
+                conn.execute(
+                    sql.SQL("ALTER TABLE {}.{} SET (autovacuum_enabled = false)").format(
+                        sql.Identifier(backend.schema), sql.Identifier(table)
+                    )
+                )
+        backend.enqueue([_job(0, "first")])
+        _claim_and_finish_one(backend)  # the plans are made now, with one lane
+    _fill_shallow(base)
+    _fill_shallow(grown)
+    for start in range(0, 30_000, 2_000):
+        grown.enqueue([_job(0, f"new{i}") for i in range(start, start + 2_000)])
+    base_s, grown_s = _medians(base, grown, ROUNDS)
+    print(f"median claim: {base_s * 1e3:.2f} ms with 1,000 lanes, {grown_s * 1e3:.2f} ms with 31,000")
+    assert grown_s <= 1.5 * base_s, f"median claim {grown_s * 1e3:.2f} ms vs {base_s * 1e3:.2f} ms"
+
+
+def _claim_and_finish_one(backend: PostgresBackend) -> None:
+    recs = backend.claim(["q"], worker="w", limit=1, lease_s=60)
+    assert len(recs) == 1
+    backend.finish([Outcome(recs[0].id, recs[0].token or 0, Verdict.SUCCEEDED)])
