@@ -24,6 +24,8 @@ SWEEP_S = 5.0
 """How often each worker looks for expired leases of dead workers."""
 IDLE_WAIT_S = 1.0
 """Longest a worker with free slots sleeps before asking again (backends wake it sooner)."""
+FAILURE_LOG_S = 5.0
+"""A worker whose backend calls keep failing logs the traceback at most this often."""
 GRACE_S = 30.0
 """Time running jobs get to finish after SIGTERM/SIGINT before they are released."""
 

@@ -156,6 +156,7 @@ class Worker:
         self._sending: set[str] = set()  # job ids whose outcome is on its way to the backend
         self._work: queue.SimpleQueue[list[JobRecord] | _IdleWait | None] = queue.SimpleQueue()
         self._waiting = False  # an executor is in _idle_wait
+        self._quiet_until = 0.0  # failed backend calls are not logged again before this
         self._acks: queue.SimpleQueue[Ran | None] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._hard_stop = threading.Event()
@@ -279,9 +280,22 @@ class Worker:
         return units[0] if units else None
 
     def _pause_after(self, what: str) -> None:
-        """Log a failed backend call and pause ``idle_wait_s`` (or until stopped)."""
-        log.exception("%s failed; retrying in %.1f s", what, self.idle_wait_s)
+        """Log a failed backend call and pause ``idle_wait_s`` (or until stopped): the
+        worker rides out an outage of any length and claims again within ``idle_wait_s``
+        of the backend answering."""
+        self._log_failure(what)
         self._stopping.wait(self.idle_wait_s)
+
+    def _log_failure(self, what: str) -> None:
+        """Log the exception being handled, with its traceback at most every
+        ``FAILURE_LOG_S`` (a backend that is down fails every call until it is back, each
+        call having already retried for a while); at debug level in between."""
+        now = time.monotonic()
+        if now >= self._quiet_until:
+            self._quiet_until = now + C.FAILURE_LOG_S
+            log.exception("%s failed; retrying", what)
+        else:
+            log.debug("%s failed again", what, exc_info=True)
 
     def _take(
         self,
@@ -435,8 +449,8 @@ class Worker:
                             self._cond.notify_all()
                 if self.periodic and self.app.schedules and not self._stopping.is_set():
                     self._tick_schedules()
-            except Exception:
-                log.exception("worker maintenance failed; retrying")
+            except Exception:  # noqa: BLE001 - logged; the next round tries again
+                self._log_failure("worker maintenance")
 
     def _heartbeat(self) -> None:
         with self._cond:

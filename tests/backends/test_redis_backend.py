@@ -3,6 +3,7 @@ restarted server or a flushed script cache, and TLS."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import threading
 import time
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 import redis
 
+import laneway
 from laneway._records import NewJob, OnDead, Outcome, Verdict
 from laneway.backends.redis import RedisBackend
 from laneway.backends.redis._link import Link
@@ -199,20 +201,38 @@ def test_rediss_urls_speak_tls_with_the_given_ca(tmp_path: Path) -> None:
 
 
 def test_a_worker_rides_out_an_outage_and_claims_again_when_the_server_is_back(
-    private: RedisServer, monkeypatch: pytest.MonkeyPatch
+    private: RedisServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from laneway.backends.redis import _link
 
     monkeypatch.setattr(_link, "RECONNECT_S", 0.3)
-    b = RedisBackend(private.url, namespace="outage")
+    app = laneway.App(backend=RedisBackend(private.url, namespace="outage"))
+    ran: list[int] = []
+
+    @app.task(name="t")
+    def t(i: int) -> None:
+        ran.append(i)
+
+    w = app.worker(idle_wait_s=0.2)
+    th = threading.Thread(target=w.run)
     try:
         private.stop()
-        assert b.claim(["default"], worker="w", limit=1, lease_s=30) == []
-        b.wait(["default"], 0.1)
-        with pytest.raises(redis.exceptions.ConnectionError):
-            b.enqueue([_job(1)])  # producers are told
+        with pytest.raises(redis.exceptions.ConnectionError):  # a caller of claim sees the outage
+            app.backend.claim(["default"], worker="w", limit=1, lease_s=30)
+        with pytest.raises(redis.exceptions.ConnectionError):  # producers are told
+            t.enqueue(1)
+        th.start()
+        time.sleep(2.0)  # the worker's claims fail again and again meanwhile
+        failures = [r for r in caplog.records if r.name == "laneway.worker" and r.levelno >= logging.ERROR]
+        assert len(failures) == 1, "a worker logs an outage's traceback at most every 5 s"
         private.start()
-        b.enqueue([_job(2)])
-        assert [r.id for r in b.claim(["default"], worker="w", limit=1, lease_s=30)] == ["job-2"]
+        t.enqueue(2)
+        deadline = time.monotonic() + 10
+        while not ran and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ran == [2]
     finally:
-        b.close()
+        w.stop()
+        if th.is_alive():
+            th.join(10)
+        app.close()

@@ -258,11 +258,7 @@ class PostgresBackend(Backend):
     def wait(self, queues: Sequence[str], timeout_s: float) -> None:
         if timeout_s <= 0 or self._closed:
             return
-        try:
-            due_in = self._scalar(self._q.due_in, [list(queues)])
-        except psycopg.OperationalError as exc:
-            log.debug("wait: no due time (%s); sleeping until notified or %s s", exc, timeout_s)
-            due_in = None
+        due_in = self._scalar(self._q.due_in, [list(queues)])
         if due_in is not None:
             timeout_s = min(timeout_s, max(float(due_in), OVERDUE_WAIT_S))
         self._listener.wait(queues, timeout_s)

@@ -15,9 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..._errors import ConfigError
 from ..._records import EnqueueResult, JobRecord, NewJob, Outcome
@@ -39,10 +37,6 @@ PROMOTE_MAX = 200
 SWEEP_LEASES_MAX = 100
 PRUNE_MAX = 1000
 _UNLINK_CHUNK = 500
-UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
-"""Errors that mean the server could not be reached (not that it refused a command)."""
-UNREACHABLE_LOG_S = 5.0
-OUTAGE_PAUSE_S = 0.25
 
 _scripts: dict[str, Script] = {}
 _scripts_lock = threading.Lock()
@@ -78,7 +72,6 @@ class RedisCore(Inspect, Backend):
         self._chan = self.layout.wake_channel() if wake_channel else ""
         self.placement = Placement()
         self._due: dict[tuple[str, ...], float] = {}
-        self._quiet_until = 0.0
         try:
             self._check_config()
         except BaseException:
@@ -185,29 +178,12 @@ class RedisCore(Inspect, Backend):
         if limit < 1 or lanes < 1 or not queues:
             return []
         want, batch = Take(limit, lanes), max(1, batch)
-        try:
-            if self.layout.n > 1:
-                peeks = self.link.pipeline(self._peek_cmds(queues, lanes))
-                return self._claim_peeked(peeks, queues, worker, want, batch, lease_s)
-            shard = self.layout.shards[0]
-            parts = self._claim_parts(shard, queues, worker, want, batch, lease_s, "")
-            return self._claimed(queues, self.link.execute(*self._run("claim", shard, *parts)))
-        except UNREACHABLE as exc:
-            self._unreachable(exc)
-            return []
-
-    def _unreachable(self, exc: Exception) -> None:
-        """A claim or wait could not reach the server (after ``RECONNECT_S`` of retries):
-        say so (at most every ``UNREACHABLE_LOG_S``) and let the worker go on waiting.
-
-        Workers thus ride out an outage of any length and claim again as soon as the
-        server answers; a job a lost reply may have leased comes back when its lease runs
-        out. Producers still get the error from ``enqueue``.
-        """
-        now = time.monotonic()
-        if now >= self._quiet_until:
-            self._quiet_until = now + UNREACHABLE_LOG_S
-            log.warning("Redis unreachable (%s); no work claimed, trying again", exc)
+        if self.layout.n > 1:
+            peeks = self.link.pipeline(self._peek_cmds(queues, lanes))
+            return self._claim_peeked(peeks, queues, worker, want, batch, lease_s)
+        shard = self.layout.shards[0]
+        parts = self._claim_parts(shard, queues, worker, want, batch, lease_s, "")
+        return self._claimed(queues, self.link.execute(*self._run("claim", shard, *parts)))
 
     def _claimed(self, queues: Sequence[str], reply: Any) -> list[JobRecord]:
         """The jobs of one ``claim.lua`` reply (an empty one notes the next due time)."""
@@ -424,15 +400,11 @@ class RedisCore(Inspect, Backend):
         timeout_s = self._wait_timeout(queues, timeout_s)
         if timeout_s <= 0 or not queues:
             return
-        try:
-            if self._chan:
-                self.link.wait([], [self._chan + q for q in queues], timeout_s)
-            else:
-                shard = self.layout.shards[0]
-                self.link.wait([shard.queue_keys(q)[2] for q in queues], [], timeout_s)
-        except UNREACHABLE as exc:
-            self._unreachable(exc)
-            time.sleep(min(timeout_s, OUTAGE_PAUSE_S))
+        if self._chan:
+            self.link.wait([], [self._chan + q for q in queues], timeout_s)
+        else:
+            shard = self.layout.shards[0]
+            self.link.wait([shard.queue_keys(q)[2] for q in queues], [], timeout_s)
 
     # --- inspect and operate -----------------------------------------------------------
 
@@ -523,12 +495,8 @@ class RedisBackend(RedisCore):
         shard = self.layout.shards[0]
         parts = self._claim_parts(shard, queues, worker, Take(limit, limit), max(1, batch), lease_s, "")
         wake_keys = [shard.queue_keys(q)[2] for q in queues]
-        try:
-            reply = self.single.wait_then(wake_keys, timeout_s, self._run("claim", shard, *parts))
-        except UNREACHABLE as exc:  # reloading a flushed script failed
-            self._unreachable(exc)
-            return []
-        if reply is None:  # the connection failed: the wait ended, nothing was claimed
+        reply = self.single.wait_then(wake_keys, timeout_s, self._run("claim", shard, *parts))
+        if reply is None:  # the reply was late: a spurious wake-up, nothing claimed
             return []
         return self._claimed(queues, reply)
 

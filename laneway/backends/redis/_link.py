@@ -229,7 +229,8 @@ class SingleLink(Link):
         """``wait`` with ``cmd`` sent behind the ``BLPOP`` in the same write: the server runs
         ``cmd`` the moment the wait ends (woken or timed out), so its reply comes without
         another round trip. Returns ``cmd``'s reply (an error reply is returned, not
-        raised), or None when the connection failed (after the pause ``wait`` takes)."""
+        raised), or None when the reply did not come in time (a spurious wake-up); a lost
+        connection raises, as the claim alone would."""
         conn, _ = self._take()
         seconds = _blpop_seconds(conn, timeout_s)
         try:
@@ -245,8 +246,7 @@ class SingleLink(Link):
         except (RedisConnectionError, OSError):
             self._drop(conn)
             self._drop_idle()
-            time.sleep(min(timeout_s, RECONNECT_MAX_PAUSE_S))
-            return None
+            raise
         except BaseException:
             self._drop(conn)
             raise
