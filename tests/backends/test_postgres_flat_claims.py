@@ -143,11 +143,8 @@ def test_claim_latency_is_flat_right_after_a_burst_of_new_lanes(
     base, burst = two
     _fill_shallow(base)
     _fill_shallow(burst)
-    for start in range(0, 20_000, 2_000):
-        burst.enqueue([_job(0, f"new{i}") for i in range(start, start + 2_000)])
-    base_s, burst_s = _medians(base, burst, ROUNDS)
-    print(f"median claim: {base_s * 1e3:.2f} ms, {burst_s * 1e3:.2f} ms right after 20,000 new lanes")
-    assert burst_s <= 1.5 * base_s, f"median claim {burst_s * 1e3:.2f} ms vs {base_s * 1e3:.2f} ms"
+    _burst_of_lanes(burst, 20_000)
+    _assert_flat(*_medians(base, burst, ROUNDS), "right after 20,000 new lanes")
 
 
 def test_claim_latency_stays_flat_when_lanes_grow_after_the_claim_was_planned(
@@ -169,11 +166,19 @@ def test_claim_latency_stays_flat_when_lanes_grow_after_the_claim_was_planned(
         _claim_and_finish_one(backend)  # the plans are made now, with one lane
     _fill_shallow(base)
     _fill_shallow(grown)
-    for start in range(0, 30_000, 2_000):
-        grown.enqueue([_job(0, f"new{i}") for i in range(start, start + 2_000)])
-    base_s, grown_s = _medians(base, grown, ROUNDS)
-    print(f"median claim: {base_s * 1e3:.2f} ms with 1,000 lanes, {grown_s * 1e3:.2f} ms with 31,000")
-    assert grown_s <= 1.5 * base_s, f"median claim {grown_s * 1e3:.2f} ms vs {base_s * 1e3:.2f} ms"
+    _burst_of_lanes(grown, 30_000)
+    _assert_flat(*_medians(base, grown, ROUNDS), "with 30,000 lanes more than when it was planned")
+
+
+def _burst_of_lanes(backend: PostgresBackend, lanes: int) -> None:
+    """``lanes`` new single-job lanes, enqueued 2,000 per call."""
+    for start in range(0, lanes, 2_000):
+        backend.enqueue([_job(0, f"new{i}") for i in range(start, start + 2_000)])
+
+
+def _assert_flat(base_s: float, other_s: float, what: str) -> None:
+    print(f"median claim: {base_s * 1e3:.2f} ms with 1,000 lanes, {other_s * 1e3:.2f} ms {what}")
+    assert other_s <= 1.5 * base_s, f"median claim {other_s * 1e3:.2f} ms {what} vs {base_s * 1e3:.2f} ms"
 
 
 def _claim_and_finish_one(backend: PostgresBackend) -> None:

@@ -31,7 +31,7 @@ from tests.conftest import POSTGRES_URL, fresh_namespace, require_server
 JOBS = 2_000
 LANES = 200
 WORKERS = 4
-KILL_EVERY_S = (0.3, 0.8)
+KILL_EVERY_S = (0.15, 0.4)
 LEASE_S = 2.0
 DEADLINE_S = 240.0
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +49,7 @@ insert = sql.SQL("INSERT INTO {{}} (n, pid) VALUES (%s, %s)").format(sql.Identif
 @app.task(name="tx.write", transactional=True)
 def write(n, connection):
     connection.execute(insert, [n, os.getpid()])
-    time.sleep(random.uniform(0.01, 0.04))
+    time.sleep(random.uniform(0.02, 0.06))
 
 app.worker(concurrency=4, idle_wait_s=0.2, sweep_s=0.5, grace_s=1.0).run()
 """
