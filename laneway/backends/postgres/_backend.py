@@ -35,8 +35,8 @@ from . import _schema
 from ._async import AsyncEnqueuer
 from ._listener import Listener
 from ._queries import Queries
-from ._rows import enqueue_params, finish_params, to_record
-from ._waiter import Waiter
+from ._rows import claim_params, enqueue_params, finish_params, to_record
+from ._waiter import Waiter, until_due
 
 log = logging.getLogger("laneway.postgres")
 
@@ -192,7 +192,7 @@ class PostgresBackend(Backend):
     ) -> list[JobRecord]:
         if limit <= 0 or not queues or (max_lanes is not None and max_lanes <= 0):
             return []
-        params = [list(queues), worker, limit, max(batch, 1), max_lanes, lease_s]
+        params = claim_params(queues, worker, limit, batch, max_lanes, lease_s)
         return [to_record(row) for row in self._rows(self._q.claim, params)]
 
     def extend(self, tokens: Sequence[int], lease_s: float) -> list[bool]:
@@ -259,9 +259,7 @@ class PostgresBackend(Backend):
         if timeout_s <= 0 or self._closed:
             return
         due_in = self._scalar(self._q.due_in, [list(queues)])
-        if due_in is not None:
-            timeout_s = min(timeout_s, max(float(due_in), OVERDUE_WAIT_S))
-        self._listener.wait(queues, timeout_s)
+        self._listener.wait(queues, until_due(timeout_s, due_in, OVERDUE_WAIT_S))
 
     def wait_and_claim(
         self,
@@ -284,7 +282,7 @@ class PostgresBackend(Backend):
                 queues, timeout_s, worker=worker, limit=limit, batch=batch, lease_s=lease_s
             )
         try:
-            params = [list(queues), worker, limit, max(batch, 1), None, lease_s]
+            params = claim_params(queues, worker, limit, batch, None, lease_s)
             return self._waiter.wait_and_claim(queues, timeout_s, params)
         finally:
             self._waiter_lock.release()

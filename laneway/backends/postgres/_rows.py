@@ -80,3 +80,10 @@ def finish_params(outcomes: Sequence[Outcome]) -> list[list[Any]]:
         [o.traceback for o in outcomes],
         [float(o.delay_s) for o in outcomes],
     ]
+
+
+def claim_params(
+    queues: Sequence[str], worker: str, limit: int, batch: int, max_lanes: int | None, lease_s: float
+) -> list[Any]:
+    """The arguments of the ``claim`` function."""
+    return [list(queues), worker, limit, max(batch, 1), max_lanes, lease_s]

@@ -43,6 +43,7 @@ class Waiter:
         self._q = queries
         self._overdue_wait_s = overdue_wait_s
         self._conn: psycopg.Connection[Any] | None = None
+        self._readable: selectors.BaseSelector | None = None  # watches the connection's socket
         self._queues: frozenset[str] = frozenset()
         self._notes = 0
         self._claimed_at = -1
@@ -57,6 +58,8 @@ class Waiter:
             conn.close()
             raise
         self._conn = conn
+        self._readable = selectors.DefaultSelector()
+        self._readable.register(conn.fileno(), selectors.EVENT_READ)
         self._claimed_at = -1  # notifications sent before LISTEN are lost: claim at once
         return conn
 
@@ -91,23 +94,31 @@ class Waiter:
         return self._notes != self._claimed_at
 
     def _wait(self, conn: psycopg.Connection[Any], queues: Sequence[str], timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        due_in = conn.execute(self._q.due_in, [list(queues)]).fetchone()
-        if due_in is not None and due_in[0] is not None:
-            deadline = min(deadline, time.monotonic() + max(float(due_in[0]), self._overdue_wait_s))
-        with selectors.DefaultSelector() as sel:
-            sel.register(conn.fileno(), selectors.EVENT_READ)
-            while not self._notified_since_last_claim() and not self.closed:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not sel.select(remaining):
-                    return
-                pgconn = conn.pgconn
-                pgconn.consume_input()  # raises when the server went away
-                while (note := pgconn.notifies()) is not None:
-                    self._note(note.extra.decode())
+        row = conn.execute(self._q.due_in, [list(queues)]).fetchone()
+        deadline = time.monotonic() + until_due(timeout_s, row[0] if row else None, self._overdue_wait_s)
+        readable = self._readable
+        assert readable is not None  # made with the connection
+        while not self._notified_since_last_claim() and not self.closed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not readable.select(remaining):
+                return
+            pgconn = conn.pgconn
+            pgconn.consume_input()  # raises when the server went away
+            while (note := pgconn.notifies()) is not None:
+                self._note(note.extra.decode())
 
     def close(self) -> None:
         """Close the connection (the next ``wait_and_claim`` opens a new one)."""
         conn, self._conn = self._conn, None
+        readable, self._readable = self._readable, None
+        if readable is not None:
+            readable.close()
         if conn is not None:
             conn.close()
+
+
+def until_due(timeout_s: float, due_in: float | None, overdue_wait_s: float) -> float:
+    """How long a wait of ``timeout_s`` may last when the earliest delayed job is due in
+    ``due_in`` seconds (None: nothing is delayed; due already: ``overdue_wait_s``, while
+    another claim promotes it)."""
+    return timeout_s if due_in is None else min(timeout_s, max(float(due_in), overdue_wait_s))

@@ -181,9 +181,20 @@ class RedisCore(Inspect, Backend):
         if self.layout.n > 1:
             peeks = self.link.pipeline(self._peek_cmds(queues, lanes))
             return self._claim_peeked(peeks, queues, worker, want, batch, lease_s)
+        return self._claimed(
+            queues, self.link.execute(*self._claim_here(queues, worker, want, batch, lease_s))
+        )
+
+    def _claim_here(
+        self, queues: Sequence[str], worker: str, want: Take, batch: int, lease_s: float
+    ) -> Command:
+        """``claim.lua`` on the only shard (a single server)."""
         shard = self.layout.shards[0]
-        parts = self._claim_parts(shard, queues, worker, want, batch, lease_s, "")
-        return self._claimed(queues, self.link.execute(*self._run("claim", shard, *parts)))
+        return self._run("claim", shard, *self._claim_parts(shard, queues, worker, want, batch, lease_s, ""))
+
+    def _wake_keys(self, queues: Sequence[str]) -> list[str]:
+        """The wake lists of ``queues`` on the only shard (a single server)."""
+        return [self.layout.shards[0].queue_keys(q)[2] for q in queues]
 
     def _claimed(self, queues: Sequence[str], reply: Any) -> list[JobRecord]:
         """The jobs of one ``claim.lua`` reply (an empty one notes the next due time)."""
@@ -403,8 +414,7 @@ class RedisCore(Inspect, Backend):
         if self._chan:
             self.link.wait([], [self._chan + q for q in queues], timeout_s)
         else:
-            shard = self.layout.shards[0]
-            self.link.wait([shard.queue_keys(q)[2] for q in queues], [], timeout_s)
+            self.link.wait(self._wake_keys(queues), [], timeout_s)
 
     # --- inspect and operate -----------------------------------------------------------
 
@@ -492,10 +502,8 @@ class RedisBackend(RedisCore):
         timeout_s = self._wait_timeout(queues, timeout_s)
         if timeout_s <= 0 or limit < 1 or not queues:
             return self.claim(queues, worker=worker, limit=limit, batch=batch, lease_s=lease_s)
-        shard = self.layout.shards[0]
-        parts = self._claim_parts(shard, queues, worker, Take(limit, limit), max(1, batch), lease_s, "")
-        wake_keys = [shard.queue_keys(q)[2] for q in queues]
-        reply = self.single.wait_then(wake_keys, timeout_s, self._run("claim", shard, *parts))
+        cmd = self._claim_here(queues, worker, Take(limit, limit), max(1, batch), lease_s)
+        reply = self.single.wait_then(self._wake_keys(queues), timeout_s, cmd)
         if reply is None:  # the reply was late: a spurious wake-up, nothing claimed
             return []
         return self._claimed(queues, reply)

@@ -206,24 +206,11 @@ class SingleLink(Link):
 
     def wait(self, wake_keys: Sequence[str], channels: Sequence[str], timeout_s: float) -> None:
         """``BLPOP`` on the wake lists; a lost connection just ends the wait (after a pause,
-        so a worker whose server is away retries at a calm pace)."""
-        conn, _ = self._take()
-        seconds = _blpop_seconds(conn, timeout_s)
+        so a caller whose server is away retries at a calm pace)."""
         try:
-            conn.send_command("BLPOP", *wake_keys, seconds)
-            conn.read_response()
-        except RedisTimeoutError:  # an overloaded server: a spurious wake-up, on a new connection
-            self._drop(conn)
-            return
+            self._blocking(wake_keys, timeout_s, None)
         except (RedisConnectionError, OSError):
-            self._drop(conn)
-            self._drop_idle()
             time.sleep(min(timeout_s, RECONNECT_MAX_PAUSE_S))
-            return
-        except BaseException:
-            self._drop(conn)
-            raise
-        self._idle.append(conn)
 
     def wait_then(self, wake_keys: Sequence[str], timeout_s: float, cmd: Command) -> Any:
         """``wait`` with ``cmd`` sent behind the ``BLPOP`` in the same write: the server runs
@@ -231,16 +218,28 @@ class SingleLink(Link):
         another round trip. Returns ``cmd``'s reply (an error reply is returned, not
         raised), or None when the reply did not come in time (a spurious wake-up); a lost
         connection raises, as the claim alone would."""
+        reply = self._blocking(wake_keys, timeout_s, cmd)
+        return None if reply is None else self._repair([cmd], [reply])[0]
+
+    def _blocking(self, wake_keys: Sequence[str], timeout_s: float, cmd: Command | None) -> Any:
+        """``BLPOP`` on ``wake_keys`` for at most ``timeout_s`` with ``cmd`` (if any) in the
+        same write; ``cmd``'s reply (an error reply returned), or None when nothing came in
+        time (an overloaded server: the connection is dropped). A lost connection drops
+        every idle one too and raises."""
         conn, _ = self._take()
-        seconds = _blpop_seconds(conn, timeout_s)
+        blpop = ("BLPOP", *wake_keys, _blpop_seconds(conn, timeout_s))
+        reply: Any = None
         try:
-            conn.send_packed_command(_packed(conn, [("BLPOP", *wake_keys, seconds), cmd]), check_health=False)
+            conn.send_packed_command(
+                _packed(conn, [blpop] if cmd is None else [blpop, cmd]), check_health=False
+            )
             conn.read_response()
-            try:
-                reply = conn.read_response()
-            except ResponseError as exc:
-                reply = exc
-        except RedisTimeoutError:  # an overloaded server: a spurious wake-up, on a new connection
+            if cmd is not None:
+                try:
+                    reply = conn.read_response()
+                except ResponseError as exc:
+                    reply = exc
+        except RedisTimeoutError:
             self._drop(conn)
             return None
         except (RedisConnectionError, OSError):
@@ -251,7 +250,7 @@ class SingleLink(Link):
             self._drop(conn)
             raise
         self._idle.append(conn)
-        return self._repair([cmd], [reply])[0]
+        return reply
 
     def scan(self, pattern: str) -> Iterator[bytes]:
         return self.client.scan_iter(match=pattern, count=1000)
