@@ -17,16 +17,16 @@ import logging
 import random
 import threading
 import traceback
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._codec import Call, decode_call
 from ._errors import DecodeError, EncodeError, Fail, JobTimeout, LeaseLost, Retry, UnknownTask
 from ._job import Job
-from ._middleware import compose
+from ._middleware import compose, compose_async
 from ._records import JobRecord, Outcome, Verdict
-from ._task import Hooks
+from ._task import Hooks, Prepared
 
 if TYPE_CHECKING:
     from ._app import App
@@ -71,6 +71,7 @@ class AsyncLoop:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._tasks: set[asyncio.Future[None]] = set()
 
     def _get(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -87,12 +88,26 @@ class AsyncLoop:
 
         async def guarded() -> Any:
             _current.set(job)
-            try:
-                return await asyncio.wait_for(coro, timeout_s)
-            except asyncio.TimeoutError:
-                raise JobTimeout(f"async handler exceeded its timeout of {timeout_s} s") from None
+            return await _bounded(coro, timeout_s)
 
         return asyncio.run_coroutine_threadsafe(guarded(), self._get()).result()
+
+    def spawn(self, coros: list[Coroutine[Any, Any, None]]) -> None:
+        """Start ``coros`` as tasks on the loop without waiting for them: one wake-up of
+        the loop thread for the whole list. A coroutine that raises is logged."""
+        loop = self._get()
+        loop.call_soon_threadsafe(self._start, coros)
+
+    def _start(self, coros: list[Coroutine[Any, Any, None]]) -> None:
+        for coro in coros:
+            task = asyncio.ensure_future(coro)
+            self._tasks.add(task)  # the loop keeps only weak references to its tasks
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Future[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a job unit failed on the event loop", exc_info=task.exception())
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop the loop (handlers still running on it are abandoned) and close it."""
@@ -105,6 +120,16 @@ class AsyncLoop:
         thread.join(timeout_s)
         if not thread.is_alive():
             loop.close()
+
+
+async def _bounded(coro: Coroutine[Any, Any, Any], timeout_s: float | None) -> Any:
+    """Await ``coro``, cancelled after ``timeout_s`` with ``JobTimeout``."""
+    if timeout_s is None:  # wait_for would wrap it in a task of its own
+        return await coro
+    try:
+        return await asyncio.wait_for(coro, timeout_s)
+    except asyncio.TimeoutError:
+        raise JobTimeout(f"async handler exceeded its timeout of {timeout_s} s") from None
 
 
 def _call_handler(job: Job) -> Any:
@@ -138,10 +163,25 @@ class Runner:
     def __init__(self, app: App, loop: AsyncLoop | None = None) -> None:
         self.app = app
         self.loop = loop or AsyncLoop()
-        self._stack = compose(app._execution_layers(), _call_handler)
+        layers = app._execution_layers()
+        self._stack = compose(layers, _call_handler)
+        self._astack = compose_async(layers, _call_handler)
 
-    def run(self, rec: JobRecord) -> Ran:
-        """Run one job to its verdict. Never raises (but for ``JobTimeout`` arriving late)."""
+    def runs_on_loop(self, unit: Sequence[JobRecord]) -> bool:
+        """Whether ``unit`` runs as a coroutine on the event loop (``arun``), with no
+        thread of its own: every job's task is ``async def`` and not transactional, and
+        every execution layer has an async form (``acall``)."""
+        if self._astack is None:
+            return False
+        tasks = self.app.tasks
+        for rec in unit:
+            task = tasks.get(rec.task)
+            if task is None or not task.is_async or task.transactional:
+                return False
+        return True
+
+    def _open(self, rec: JobRecord) -> Ran | tuple[Job, Call, Task]:
+        """Decode ``rec`` and find its task, or the verdict when either fails."""
         assert rec.token is not None
         job = Job(self.app, rec.id, record=rec)
         try:
@@ -149,17 +189,52 @@ class Runner:
         except DecodeError as exc:
             return Ran(self._dead(rec, exc, None, job))
         job._call = call
+        task = self.app.tasks.get(rec.task)
+        if task is None:
+            unknown = UnknownTask(f"no task named {rec.task!r} on this worker")
+            return Ran(self._failed(rec, unknown, job, Hooks(), None))
+        return job, call, task
+
+    def run(self, rec: JobRecord) -> Ran:
+        """Run one job to its verdict. Never raises (but for ``JobTimeout`` arriving late)."""
+        opened = self._open(rec)
+        if isinstance(opened, Ran):
+            return opened
+        job, call, task = opened
         reset = _current.set(job)
         try:
-            task = self.app.tasks.get(rec.task)
-            if task is None:
-                unknown = UnknownTask(f"no task named {rec.task!r} on this worker")
-                return Ran(self._failed(rec, unknown, job, Hooks(), None))
             if task.transactional:
                 return self._run_transactional(rec, job, call, task)
             return Ran(self._attempt(rec, job, call, task, None))
         finally:
             _current.reset(reset)
+
+    async def arun(self, rec: JobRecord) -> Ran:
+        """``run`` for a job of a unit that ``runs_on_loop``: on the event loop, in the
+        calling asyncio task (whose context holds ``current_job()``). Never raises."""
+        assert rec.token is not None
+        opened = self._open(rec)
+        if isinstance(opened, Ran):
+            return opened
+        job, call, task = opened
+        _current.set(job)
+        prepared = self._prepare(rec, job, call, task, None)
+        if isinstance(prepared, Outcome):
+            return Ran(prepared)
+        assert self._astack is not None
+        hooks = prepared.hooks
+        try:
+            if hooks.before is not None:
+                hooks.before(job)
+            job._run = lambda: _bounded(prepared.run(), rec.timeout_s)
+            value = await self._astack(job)
+            result = self._encode(value, rec)
+        except BaseException as exc:  # noqa: BLE001 - as in _attempt
+            return Ran(self._caught(rec, exc, job, hooks, task))
+        finally:
+            _hook(hooks.after, job)
+        _hook(hooks.success, job)
+        return Ran(Outcome(rec.id, rec.token, Verdict.SUCCEEDED, result=result))
 
     def _run_transactional(self, rec: JobRecord, job: Job, call: Call, task: Task) -> Ran:
         """Handler writes and the job's completion commit together, or neither does."""
@@ -180,34 +255,47 @@ class Runner:
         except Exception as exc:  # noqa: BLE001 - the transaction itself failed (commit, connection)
             return Ran(self._failed(rec, exc, job, task.hooks, task))
 
-    def _attempt(self, rec: JobRecord, job: Job, call: Call, task: Task, connection: Any) -> Outcome:
-        assert rec.token is not None
+    def _prepare(
+        self, rec: JobRecord, job: Job, call: Call, task: Task, connection: Any
+    ) -> Prepared | Outcome:
+        """The task's prepared call, or the verdict when a class task's constructor fails."""
         try:
             if connection is not None:
                 call = Call(call.args, {**call.kwargs, "connection": connection}, call.headers)
-            prepared = task.prepare(call)
+            return task.prepare(call)
         except BaseException as exc:  # noqa: BLE001 - constructor of a class task failed
             return self._failed(rec, exc, job, task.hooks, task)
+
+    def _attempt(self, rec: JobRecord, job: Job, call: Call, task: Task, connection: Any) -> Outcome:
+        assert rec.token is not None
+        prepared = self._prepare(rec, job, call, task, connection)
+        if isinstance(prepared, Outcome):
+            return prepared
         hooks = prepared.hooks
         try:
             if hooks.before is not None:
                 hooks.before(job)
             job._run = lambda: self._invoke(task, prepared.run, rec)
-            value = self._stack(job)
-            result = None if value is None else self.app.codec.dumps(value, f"result of {rec.task}")
-        except Retry as exc:
-            _hook(hooks.error, job, exc)
-            return self._retry(rec, exc, job, hooks, task, exc.delay)
-        except (Fail, EncodeError) as exc:
-            _hook(hooks.error, job, exc)
-            return self._dead(rec, exc, hooks, job)
+            result = self._encode(self._stack(job), rec)
         except BaseException as exc:  # noqa: BLE001 - SystemExit and friends fail the job, not the worker
-            _hook(hooks.error, job, exc)
-            return self._failed(rec, exc, job, hooks, task)
+            return self._caught(rec, exc, job, hooks, task)
         finally:
             _hook(hooks.after, job)
         _hook(hooks.success, job)
         return Outcome(rec.id, rec.token, Verdict.SUCCEEDED, result=result)
+
+    def _encode(self, value: Any, rec: JobRecord) -> bytes | None:
+        return None if value is None else self.app.codec.dumps(value, f"result of {rec.task}")
+
+    def _caught(self, rec: JobRecord, exc: BaseException, job: Job, hooks: Hooks, task: Task) -> Outcome:
+        """The verdict for an exception out of a run (after the ``error`` hook): ``Retry``
+        retries when asked, ``Fail`` and an unencodable result go dead, the rest retry."""
+        _hook(hooks.error, job, exc)
+        if isinstance(exc, Retry):
+            return self._retry(rec, exc, job, hooks, task, exc.delay)
+        if isinstance(exc, (Fail, EncodeError)):
+            return self._dead(rec, exc, hooks, job)
+        return self._failed(rec, exc, job, hooks, task)
 
     def _invoke(self, task: Task, run: Any, rec: JobRecord) -> Any:
         value = run()

@@ -31,6 +31,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError("laneway metrics need prometheus-client: pip install 'laneway[metrics]'") from exc
 
+from ._middleware import ContextLayer
 from ._records import JobRecord, Outcome, Status, Verdict
 
 if TYPE_CHECKING:
@@ -181,19 +183,20 @@ class PrometheusListener:
         counter.labels(*labels).inc()
 
 
-class RunMetrics:
+class RunMetrics(ContextLayer):
     """Execution layer: counts handler starts and observes run time."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
-    def __call__(self, job: Job, call_next: Callable[[Job], Any]) -> Any:
+    @contextmanager
+    def around(self, job: Job) -> Iterator[None]:
         rec = job.record
         labels = (rec.queue, rec.task) if rec is not None else _UNKNOWN
         self.metrics.started.labels(*labels).inc()
         start = time.perf_counter()
         try:
-            return call_next(job)
+            yield
         finally:
             self.metrics.run_time.labels(*labels).observe(time.perf_counter() - start)
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -55,15 +57,58 @@ def _bind(layer: Middleware, call_next: Callable[[Any], Any]) -> Callable[[Any],
     return lambda item: layer(item, call_next)
 
 
-class ErrorReporting:
+def compose_async(
+    layers: Sequence[Middleware], inner: Callable[[Any], Awaitable[Any]]
+) -> Callable[[Any], Awaitable[Any]] | None:
+    """The async twin of ``compose`` for ``async def`` handlers, or None when a layer has
+    no async form.
+
+    A layer takes part by also defining ``async def acall(self, job, call_next)``, the
+    same layer with ``await call_next(job)``; the built-in layers all do. Async handlers
+    then run on the worker's event loop with no thread of their own. When any layer lacks
+    ``acall``, they run through the sync stack instead: an executor thread per running
+    job waits while the handler runs on the loop (what a sync layer needs to wrap it).
+    """
+    acalls: list[Middleware] = []
+    for layer in layers:
+        acall = getattr(layer, "acall", None)
+        if acall is None:
+            return None
+        acalls.append(acall)
+
+    async def innermost(item: Any) -> Any:
+        return await inner(item)
+
+    return compose(acalls, innermost)
+
+
+class ContextLayer(ABC):
+    """A layer whose work around the run is one context manager, ``around(job)``: it
+    serves as the sync form (``__call__``) and the async form (``acall``) alike."""
+
+    @abstractmethod
+    def around(self, job: Job) -> AbstractContextManager[object]:
+        """What to do before the run, and after it or around its exception."""
+
+    def __call__(self, job: Job, call_next: Callable[[Job], Any]) -> Any:
+        with self.around(job):
+            return call_next(job)
+
+    async def acall(self, job: Job, call_next: Callable[[Job], Awaitable[Any]]) -> Any:
+        with self.around(job):
+            return await call_next(job)
+
+
+class ErrorReporting(ContextLayer):
     """Hands every exception but ``Retry`` to ``reporter(exc, job)``, then re-raises."""
 
     def __init__(self, reporter: Callable[[BaseException, Job], Any]) -> None:
         self.reporter = reporter
 
-    def __call__(self, job: Job, call_next: Callable[[Job], Any]) -> Any:
+    @contextmanager
+    def around(self, job: Job) -> Iterator[None]:
         try:
-            return call_next(job)
+            yield
         except Retry:
             raise
         except BaseException as exc:
@@ -74,14 +119,15 @@ class ErrorReporting:
             raise
 
 
-class Logging:
+class Logging(ContextLayer):
     """Logs each run under ``laneway.worker``: start and end at DEBUG, failures at WARNING."""
 
-    def __call__(self, job: Job, call_next: Callable[[Job], Any]) -> Any:
+    @contextmanager
+    def around(self, job: Job) -> Iterator[None]:
         start = time.perf_counter()
         log.debug("job %s %s started (attempt %s)", job.id, job.task_name, job.attempts)
         try:
-            value = call_next(job)
+            yield
         except Retry as exc:
             log.info("job %s %s asked for a retry: %s", job.id, job.task_name, exc)
             raise
@@ -89,7 +135,6 @@ class Logging:
             log.warning("job %s %s failed: %s: %s", job.id, job.task_name, type(exc).__name__, exc)
             raise
         log.debug("job %s %s done in %.1f ms", job.id, job.task_name, (time.perf_counter() - start) * 1e3)
-        return value
 
 
 class Timeout:
@@ -109,3 +154,7 @@ class Timeout:
             return call_next(job)
         finally:
             self.watchdog.disarm(alarm)
+
+    async def acall(self, job: Job, call_next: Callable[[Job], Awaitable[Any]]) -> Any:
+        """Async handlers are cancelled by the runner at their timeout: nothing to arm."""
+        return await call_next(job)

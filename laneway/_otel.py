@@ -19,8 +19,9 @@ provider, exporters) as usual. Without an SDK the spans are no-ops and cost almo
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 try:
     from opentelemetry import propagate, trace
@@ -29,6 +30,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError("laneway tracing needs opentelemetry-api: pip install 'laneway[otel]'") from exc
 
 from ._errors import Retry
+from ._middleware import ContextLayer
 
 if TYPE_CHECKING:
     from ._app import App
@@ -65,13 +67,14 @@ class TraceEnqueue:
             return call_next(envelope)
 
 
-class TraceExecution:
+class TraceExecution(ContextLayer):
     """Execution layer: the handler runs in a consumer span, child of the producer span."""
 
     def __init__(self, tracer: Tracer) -> None:
         self.tracer = tracer
 
-    def __call__(self, job: Job, call_next: Callable[[Job], Any]) -> Any:
+    @contextmanager
+    def around(self, job: Job) -> Iterator[None]:
         rec = job.record
         parent = propagate.extract(job.headers)
         attributes: dict[str, str | int] = {
@@ -100,7 +103,7 @@ class TraceExecution:
             set_status_on_exception=False,
         ) as span:
             try:
-                return call_next(job)
+                yield
             except Retry as exc:
                 span.add_event("laneway.retry", {"laneway.retry.reason": str(exc)})
                 raise

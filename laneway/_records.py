@@ -97,7 +97,7 @@ class EnqueueResult:
     created: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs ~7 us per record; never mutated
 class JobRecord:
     """A stored job as a backend reports it. Times are the backend's epoch seconds."""
 
@@ -128,7 +128,7 @@ class JobRecord:
     traceback: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs ~7 us per record; never mutated
 class Outcome:
     """A worker's report on one claimed job, checked against its fencing token."""
 

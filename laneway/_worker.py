@@ -5,8 +5,9 @@ Threads of one worker:
 - the *fetch loop* (the thread that calls ``run``): claims up to ``free slots`` jobs in
   one round trip and hands each lane's jobs to an executor; when a claim finds nothing it
   passes the waiting to an idle executor and sleeps on its slot condition;
-- ``concurrency`` *executors*: run a lane's claimed jobs in order (sync handlers in the
-  executor thread, async ones on the shared event loop). The one holding the idle wait
+- ``concurrency`` *executors*: run a lane's claimed jobs in order in their thread. A
+  lane's jobs whose handlers are all ``async def`` run instead as one asyncio task on the
+  worker's event loop thread, with no executor of their own (``Runner.runs_on_loop``). The one holding the idle wait
   blocks in ``backend.wait_and_claim`` (woken by the backend) and runs the first lane it
   claims itself, so a pickup on an idle worker wakes no other thread;
 - the *acker*: sends every outcome that is ready in one ``finish`` round trip, then frees
@@ -17,6 +18,7 @@ Threads of one worker:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import queue
@@ -25,7 +27,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Protocol
@@ -157,7 +159,8 @@ class Worker:
         self._work: queue.SimpleQueue[list[JobRecord] | _IdleWait | None] = queue.SimpleQueue()
         self._waiting = False  # an executor is in _idle_wait
         self._quiet_until = 0.0  # failed backend calls are not logged again before this
-        self._acks: queue.SimpleQueue[Ran | None] = queue.SimpleQueue()
+        self._acks: queue.SimpleQueue[Ran | list[Ran] | None] = queue.SimpleQueue()
+        self._loop_acks: list[Ran] = []  # verdicts of this event-loop iteration (_ack_on_loop)
         self._stopping = threading.Event()
         self._hard_stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -275,8 +278,10 @@ class Worker:
             with self._cond:
                 self._waiting = False
                 self._cond.notify_all()
-        for unit in units[1:]:
-            self._work.put(unit)
+        if units and self._runner.runs_on_loop(units[0]):  # the event loop runs it, not us
+            self._dispatch(units)
+            return None
+        self._dispatch(units[1:])
         return units[0] if units else None
 
     def _pause_after(self, what: str) -> None:
@@ -325,7 +330,8 @@ class Worker:
                 token = recs[0].token
                 assert token is not None
                 self._held[token] = {rec.id: rec for rec in recs}
-            self._cond.notify_all()
+            if self._free or not self._held:  # a slot for the fetch loop, or all done
+                self._cond.notify_all()
         if not recs:
             return []
         self.stats.claimed += len(recs)
@@ -339,9 +345,20 @@ class Worker:
                 units.append([rec])
         if not dispatch:
             return units
-        for unit in units:
-            self._work.put(unit)
+        self._dispatch(units)
         return []
+
+    def _dispatch(self, units: list[list[JobRecord]]) -> None:
+        """Hand units to whoever runs them: the event loop for units that run on it (one
+        wake-up for all of them), the executors for the others."""
+        on_loop = [self._run_unit_async(u) for u in units if self._runner.runs_on_loop(u)]
+        if on_loop:
+            self._loop.spawn(on_loop)
+            if len(on_loop) == len(units):
+                return
+        for unit in units:
+            if not self._runner.runs_on_loop(unit):
+                self._work.put(unit)
 
     # --- executors and acker ------------------------------------------------------------------
 
@@ -355,14 +372,46 @@ class Worker:
                 self._run_unit(unit)
 
     def _run_unit(self, unit: list[JobRecord]) -> None:
-        """Run one lane's claimed jobs in order; release the rest after a job that stops
-        its lane (a retry, a blocking death) or once the worker is stopping."""
+        """Run one lane's claimed jobs in order in this thread (see ``_unit``)."""
+        steps = self._unit(unit, self._acks.put)
+        try:
+            rec = next(steps)
+            while True:
+                rec = steps.send(self._run_one(rec))
+        except StopIteration:
+            pass
+
+    async def _run_unit_async(self, unit: list[JobRecord]) -> None:
+        """``_run_unit`` on the event loop, for a unit whose jobs are all ``async def``."""
+        steps = self._unit(unit, self._ack_on_loop)
+        try:
+            rec = next(steps)
+            while True:
+                rec = steps.send(await self._runner.arun(rec))
+        except StopIteration:
+            pass
+
+    def _ack_on_loop(self, ran: Ran) -> None:
+        """Pass a verdict from the event loop to the acker, with the others of the same
+        loop iteration: one wake-up of the acker for all of them."""
+        self._loop_acks.append(ran)
+        if len(self._loop_acks) == 1:
+            asyncio.get_running_loop().call_soon(self._flush_loop_acks)
+
+    def _flush_loop_acks(self) -> None:
+        batch, self._loop_acks = self._loop_acks, []
+        self._acks.put(batch)
+
+    def _unit(self, unit: list[JobRecord], ack: Callable[[Ran], None]) -> Generator[JobRecord, Ran, None]:
+        """The order of one lane's claimed jobs: yields each job to run and takes back its
+        verdict, which goes to ``ack``; releases the rest after a job that stops its lane
+        (a retry, a blocking death) or once the worker is stopping."""
         for i, rec in enumerate(unit):
             if self._stopping.is_set() and i > 0:
                 self._release(unit[i:])
                 return
-            ran = self._run_one(rec)
-            self._acks.put(ran)
+            ran = yield rec
+            ack(ran)
             if not _keeps_going(ran.outcome, rec):
                 self._release(unit[i + 1 :])
                 return
@@ -384,7 +433,7 @@ class Worker:
             first = self._acks.get()
             if first is None:
                 return
-            batch = [first]
+            batch = first if isinstance(first, list) else [first]
             while True:
                 try:
                     more = self._acks.get_nowait()
@@ -393,7 +442,10 @@ class Worker:
                 if more is None:
                     self._acks.put(None)
                     break
-                batch.append(more)
+                if isinstance(more, list):
+                    batch.extend(more)
+                else:
+                    batch.append(more)
             pending = [r.outcome for r in batch if not r.applied]
             with self._cond:
                 self._sending.update(out.job_id for out in pending)

@@ -3,8 +3,11 @@ back without spending an attempt."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+
+import pytest
 
 import laneway
 from laneway._records import Status
@@ -12,15 +15,28 @@ from laneway._records import Status
 from .conftest import wait_for
 
 
-def test_stop_lets_running_jobs_finish_and_releases_unstarted_batch_jobs(app: laneway.App) -> None:
+@pytest.mark.parametrize("handler", ["sync", "async"])
+def test_stop_lets_running_jobs_finish_and_releases_unstarted_batch_jobs(
+    app: laneway.App, handler: str
+) -> None:
     started = threading.Event()
     finished: list[int] = []
 
-    @app.task(name="slow")
-    def slow(i: int) -> None:
-        started.set()
-        time.sleep(0.3)
-        finished.append(i)
+    if handler == "sync":
+
+        @app.task(name="slow")
+        def slow(i: int) -> None:
+            started.set()
+            time.sleep(0.3)
+            finished.append(i)
+
+    else:  # runs on the event loop, with no executor thread
+
+        @app.task(name="slow")
+        async def slow(i: int) -> None:
+            started.set()
+            await asyncio.sleep(0.3)
+            finished.append(i)
 
     jobs = [slow.options(lane="x").enqueue(i) for i in range(3)]
     w = app.worker(concurrency=3, batch=3, grace_s=5, idle_wait_s=0.05)
