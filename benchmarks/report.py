@@ -95,6 +95,12 @@ class Results:
         return (min if low else max)(found, key=lambda pv: pv[1])
 
 
+def laneway_rows(r: Results) -> list[str]:
+    """laneway's unordered rows: per backend the sync task, then the ``async def`` one."""
+    names = [f"laneway-{b}{h}" for b in BACKENDS for h in ("", "-async")]
+    return [n for n in names if n in r.systems]
+
+
 # --- Markdown --------------------------------------------------------------------------
 
 
@@ -136,7 +142,7 @@ def main_table(r: Results) -> list[str]:
         "| drain/s 2 procs | pickup p50 ms | pickup p99 ms |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    rows = [f"laneway-{b}" for b in BACKENDS if f"laneway-{b}" in r.systems] + r.peers()
+    rows = laneway_rows(r) + r.peers()
     for name in rows:
         s = r.systems[name]
         bold = "**" if name.startswith("laneway") else ""
@@ -157,10 +163,10 @@ def targets_md(r: Results) -> list[str]:
         ok = "met" if lw >= 2 * best else "**not met**"
         out.append(f"- Drain with 1 process ≥ 2x the best peer: laneway-redis {fmt(lw)}/s vs {peer} {fmt(best)}/s "
                    f"= {lw / best:.2f}x ({ok}).")  # fmt: skip
-    for b in BACKENDS:
-        v = r.value(f"laneway-{b}", "drain1")
-        if v and best and b != "redis":
-            out.append(f"- laneway-{b} drain with 1 process: {fmt(v)}/s = {v / best:.2f}x the best peer.")
+    for name in laneway_rows(r):
+        v = r.value(name, "drain1")
+        if v and best and name != "laneway-redis":
+            out.append(f"- {name} drain with 1 process: {fmt(v)}/s = {v / best:.2f}x the best peer.")
     p50 = r.value("laneway-redis", "latency", "p50_ms")
     if p50 is not None:
         ok = "met" if p50 <= 1.0 else "**not met**"
@@ -279,7 +285,7 @@ def selfbench_md(r: Results) -> list[str]:
 def settings_md(r: Results) -> list[str]:
     out = ["| system | worker, 1 process | worker, 2 processes | bulk API | drain start-up s (1 / 2 procs) |",
            "|---|---|---|---|---:|"]  # fmt: skip
-    for name in [f"laneway-{b}" for b in BACKENDS if f"laneway-{b}" in r.systems] + r.peers():
+    for name in laneway_rows(r) + r.peers():
         s = r.systems[name]
         ph = s["phases"]
         out.append(f"| {name} | {s['worker_1']} | {s['worker_2']} | {s['bulk_api'] or 'none'} "
@@ -412,7 +418,7 @@ def plots(r: Results) -> None:
         fig.tight_layout()
         fig.savefig(os.path.join(r.dir, "scale-memory.png"), dpi=100)
         plt.close(fig)
-    names = [f"laneway-{b}" for b in BACKENDS if f"laneway-{b}" in r.systems] + r.peers()
+    names = laneway_rows(r) + r.peers()
     if names:
         fig, ax = plt.subplots(figsize=(8, 4.2))
         v1 = [r.value(n, "drain1") or 0 for n in names]

@@ -17,7 +17,8 @@ Steps (in this order; --steps picks some):
   peers    Celery, RQ (+ SimpleWorker), Dramatiq, Huey, arq, SAQ, taskiq, procrastinate,
            pgqueuer through harness/bench.py: enqueue, bulk, async enqueue, drain with 1
            and 2 worker processes, pickup latency
-  laneway  the same phases for laneway on SQLite, Redis and Postgres (unordered)
+  laneway  the same phases for laneway on SQLite, Redis and Postgres (unordered), then the
+           worker phases again with an ``async def`` task (the asyncio libraries' probe)
   ordered  laneway's ordered workloads: every job on its own lane; 100 hot lanes; 10 lanes
            with lane batching off and on; 1% of lanes retrying or delayed
   scale    claim latency and storage per lane from 10^3 to 10^6 lanes (quick: 10^5)
@@ -292,6 +293,9 @@ def main() -> None:
         if "laneway" in steps:
             for backend in backends:
                 bench("laneway", mode, out_dir, env=laneway_env(backend, hold=mode["hold_s"]))
+            for backend in backends:  # the same with an async def task: only the worker side differs
+                bench("laneway", mode, out_dir, phases="drain1,drain2,latency",
+                      env={**laneway_env(backend, hold=mode["hold_s"]), "BENCH_LANEWAY_HANDLER": "async"})  # fmt: skip
         if "ordered" in steps:
             for backend in backends:
                 for lanes, batch, conc in ORDERED:

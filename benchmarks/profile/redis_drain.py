@@ -16,6 +16,7 @@ private server, ``python3 benchmarks/run.py --steps servers --keep-servers`` sta
 
     python benchmarks/profile/redis_drain.py 20000                 # harness probe (one INCR per job)
     python benchmarks/profile/redis_drain.py 20000 --pure          # no-op: laneway's own cost only
+    python benchmarks/profile/redis_drain.py 20000 --async         # async def task on the event loop
     python benchmarks/profile/redis_drain.py 20000 --lanes 0       # every job on its own lane
     python benchmarks/profile/redis_drain.py 40000 --py-spy        # + thread roles (pip install py-spy)
 """
@@ -77,6 +78,8 @@ def main() -> None:
     ap.add_argument("--redis", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6391/0"))
     ap.add_argument("--url", default=None, help="laneway backend URL (default: --redis)")
     ap.add_argument("--pure", action="store_true", help="no-op task (no INCR probe)")
+    ap.add_argument("--async", dest="is_async", action="store_true",
+                    help="async def task (redis.asyncio INCR), run on the worker's event loop")  # fmt: skip
     ap.add_argument("--lanes", type=int, default=None, help="0: a lane per job; K: K lanes round-robin")
     ap.add_argument("--py-spy", action="store_true")
     ap.add_argument("--spy-seconds", type=int, default=8)
@@ -85,7 +88,7 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="laneway-prof-")
     ns = f"prof{int(time.time())}"
     env = {**os.environ, "PROF_URL": a.url or a.redis, "PROF_PROBE": a.redis.rsplit("/", 1)[0] + "/1",
-           "PROF_NS": ns, "PROF_PURE": "1" if a.pure else "0",
+           "PROF_NS": ns, "PROF_PURE": "1" if a.pure else "0", "PROF_ASYNC": "1" if a.is_async else "0",
            "PYTHONPATH": HERE + os.pathsep + os.environ.get("PYTHONPATH", "")}  # fmt: skip
     os.environ.update(env)
     sys.path.insert(0, HERE)

@@ -9,6 +9,8 @@ Environment:
                                  have a head that asks for a retry after BENCH_LANEWAY_HOLD_S
                                  (the whole lane waits), half have one job delayed by as long
   BENCH_LANEWAY_BATCH    worker --batch (consecutive jobs of one lane per claim), default 1
+  BENCH_LANEWAY_HANDLER  sync (default: the probe of sync libraries) | async (an ``async def``
+                         task with the asyncio probe, as arq, SAQ, taskiq and pgqueuer run it)
   BENCH_LANEWAY_CONCURRENCY  worker -c (slots per process), default 8 (the CLI's default); a claim
                          takes at most that many jobs in all, so --batch B only pays with -c >= B
 """
@@ -28,6 +30,7 @@ LANES = os.environ.get("BENCH_LANEWAY_LANES", "off")
 BATCH = int(os.environ.get("BENCH_LANEWAY_BATCH", "1"))
 CONCURRENCY = int(os.environ.get("BENCH_LANEWAY_CONCURRENCY", "8"))
 BACKEND = os.environ.get("BENCH_LANEWAY_BACKEND", "redis")
+HANDLER = os.environ.get("BENCH_LANEWAY_HANDLER", "sync")
 HOLD_S = float(os.environ.get("BENCH_LANEWAY_HOLD_S", "10"))
 PER_LANE_MIXED = 20
 
@@ -140,6 +143,7 @@ class System(Base):
         + ("" if LANES == "off" else f"-{LANES}")
         + (f"-batch{BATCH}" if BATCH > 1 else "")
         + (f"-c{CONCURRENCY}" if CONCURRENCY != 8 else "")
+        + ("-async" if HANDLER == "async" else "")
     )
     backend = BACKEND
 
@@ -158,6 +162,7 @@ class System(Base):
             "lanes": LANES,
             "batch": BATCH,
             "concurrency": CONCURRENCY,
+            "handler": HANDLER,
             "hold_s": HOLD_S if LANES == "mixed" else None,
         }
 
