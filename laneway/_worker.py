@@ -5,11 +5,12 @@ Threads of one worker:
 - the *fetch loop* (the thread that calls ``run``): claims up to ``free slots`` jobs in
   one round trip and hands each lane's jobs to an executor; when a claim finds nothing it
   passes the waiting to an idle executor and sleeps on its slot condition;
-- ``concurrency`` *executors*: run a lane's claimed jobs in order in their thread. A
-  lane's jobs whose handlers are all ``async def`` run instead as one asyncio task on the
-  worker's event loop thread, with no executor of their own (``Runner.runs_on_loop``). The one holding the idle wait
-  blocks in ``backend.wait_and_claim`` (woken by the backend) and runs the first lane it
-  claims itself, so a pickup on an idle worker wakes no other thread;
+- ``concurrency`` *executors*: run a lane's claimed jobs in order in their thread. The
+  one holding the idle wait blocks in ``backend.wait_and_claim`` (woken by the backend)
+  and runs the first lane it claims itself, so a pickup on an idle worker wakes no other
+  thread;
+- the *event loop* thread: a lane's claimed jobs whose handlers are all ``async def`` run
+  there as one asyncio task, with no executor of their own (``Runner.runs_on_loop``);
 - the *acker*: sends every outcome that is ready in one ``finish`` round trip, then frees
   the slots, so a slot counts as busy until its job is acked;
 - the *maintainer*: renews leases (``heartbeat_s``), sweeps dead workers' leases
