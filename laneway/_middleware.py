@@ -75,11 +75,7 @@ def compose_async(
         if acall is None:
             return None
         acalls.append(acall)
-
-    async def innermost(item: Any) -> Any:
-        return await inner(item)
-
-    return compose(acalls, innermost)
+    return compose(acalls, inner)
 
 
 class ContextLayer(ABC):

@@ -352,14 +352,14 @@ class Worker:
     def _dispatch(self, units: list[list[JobRecord]]) -> None:
         """Hand units to whoever runs them: the event loop for units that run on it (one
         wake-up for all of them), the executors for the others."""
-        on_loop = [self._run_unit_async(u) for u in units if self._runner.runs_on_loop(u)]
+        on_loop = []
+        for unit in units:
+            if self._runner.runs_on_loop(unit):
+                on_loop.append(self._run_unit_async(unit))
+            else:
+                self._work.put(unit)
         if on_loop:
             self._loop.spawn(on_loop)
-            if len(on_loop) == len(units):
-                return
-        for unit in units:
-            if not self._runner.runs_on_loop(unit):
-                self._work.put(unit)
 
     # --- executors and acker ------------------------------------------------------------------
 
