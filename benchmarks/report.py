@@ -26,8 +26,8 @@ BACKENDS = ["sqlite", "redis", "postgres"]
 WORKLOADS = [
     ("unique", "(a) every job on its own lane"),
     ("hot100", "(b) 100 hot lanes, jobs round-robin"),
-    ("hot10", "(c) 10 lanes, batching off (-c 8)"),
-    ("hot10-batch8", "(c) 10 lanes, `--batch 8` (-c 8)"),
+    ("hot10", "(c) 10 lanes, batching off (default -c 16)"),
+    ("hot10-batch8", "(c) 10 lanes, `--batch 8` (default -c 16)"),
     ("hot10-c80", "(c) 10 lanes, batching off, -c 80"),
     ("hot10-batch20-c80", "(c) 10 lanes, `--batch 20`, -c 80"),
     ("mixed", "(d) lanes of 20, 1% retrying or delayed"),

@@ -54,15 +54,15 @@ BACKENDS = ["sqlite", "redis", "postgres"]
 STEPS = ["setup", "servers", "raw", "peers", "laneway", "ordered", "scale", "bench", "report"]
 MEASURING = ("raw", "peers", "laneway", "ordered", "scale", "bench")
 
-# (lanes, batch, concurrency): the ordered workloads of laneway
+# (lanes, batch, concurrency; 0: the worker's default): the ordered workloads of laneway
 ORDERED = [
-    ("unique", 1, 8),  # (a) 20,000 jobs, each on its own lane
-    ("hot100", 1, 8),  # (b) 100 hot lanes x 200 jobs
-    ("hot10", 1, 8),  # (c) 10 lanes x 2,000 jobs, lane batching off ...
-    ("hot10", 8, 8),  # ... on, with the default 8 slots
+    ("unique", 1, 0),  # (a) 20,000 jobs, each on its own lane
+    ("hot100", 1, 0),  # (b) 100 hot lanes x 200 jobs
+    ("hot10", 1, 0),  # (c) 10 lanes x 2,000 jobs, lane batching off ...
+    ("hot10", 8, 0),  # ... on, with the default slots
     ("hot10", 1, 80),  # ... off, 80 slots (the control for the next one)
     ("hot10", 20, 80),  # ... on, 80 slots: 20 jobs of a lane per claim
-    ("mixed", 1, 8),  # (d) lanes of 20 jobs, 1% of them retrying or delayed
+    ("mixed", 1, 0),  # (d) lanes of 20 jobs, 1% of them retrying or delayed
 ]
 
 MODES = {
@@ -236,9 +236,10 @@ def self_bench(backend: str, mode: dict, out_dir: str) -> None:
         json.dump(data, f, indent=1)
 
 
-def laneway_env(backend: str, lanes: str = "off", batch: int = 1, conc: int = 8, hold: float = 10) -> dict:
+def laneway_env(backend: str, lanes: str = "off", batch: int = 1, conc: int = 0, hold: float = 10) -> dict:
+    """The adapter's settings; ``conc`` 0 leaves the worker's default slots."""
     return {"BENCH_LANEWAY_BACKEND": backend, "BENCH_LANEWAY_LANES": lanes, "BENCH_LANEWAY_BATCH": str(batch),
-            "BENCH_LANEWAY_CONCURRENCY": str(conc), "BENCH_LANEWAY_HOLD_S": str(hold)}  # fmt: skip
+            "BENCH_LANEWAY_CONCURRENCY": str(conc or ""), "BENCH_LANEWAY_HOLD_S": str(hold)}  # fmt: skip
 
 
 def main() -> None:

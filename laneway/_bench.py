@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from . import _constants as C
 from ._app import App
 from ._errors import ConfigError
 from ._records import NewJob, Status
@@ -59,7 +60,8 @@ class BenchConfig:
     lanes: int | None = 100
     """Lanes of the ordered phase; None puts every job on its own lane."""
     processes: int = 1
-    concurrency: int = 8
+    concurrency: int = C.CONCURRENCY
+    """Slots per worker process (the bench task is sync: the worker's default for it)."""
     batch: int = 1
     latency_samples: int = 200
     bulk_batch: int = 1000
@@ -433,7 +435,7 @@ def _worker_main(argv: Sequence[str]) -> None:
 
     ap = argparse.ArgumentParser(prog="python -m laneway._bench")
     ap.add_argument("--namespace", required=True)
-    ap.add_argument("-c", "--concurrency", type=int, default=8)
+    ap.add_argument("-c", "--concurrency", type=int, default=C.CONCURRENCY)
     ap.add_argument("--batch", type=int, default=1)
     a = ap.parse_args(list(argv))
     logging.basicConfig(level=logging.ERROR)  # a lost-lease warning at shutdown is not news here

@@ -26,6 +26,13 @@ IDLE_WAIT_S = 1.0
 """Longest a worker with free slots sleeps before asking again (backends wake it sooner)."""
 FAILURE_LOG_S = 5.0
 """A worker whose backend calls keep failing logs the traceback at most this often."""
+CONCURRENCY = 16
+"""Slots per worker process when the app has any sync task: each one a thread that runs a
+job. More than Dramatiq's 8 threads because a slot stays busy until its job is acked, so
+a worker needs slots to cover the ack-and-claim round trip as well as the jobs."""
+CONCURRENCY_ASYNC = 64
+"""Slots per worker process when every task of the app is ``async def``: a slot is then
+a coroutine on the worker's event loop, not a thread (taskiq allows 100 by default)."""
 GRACE_S = 30.0
 """Time running jobs get to finish after SIGTERM/SIGINT before they are released."""
 

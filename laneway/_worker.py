@@ -96,6 +96,16 @@ def _keeps_going(out: Outcome, rec: JobRecord) -> bool:
     return out.verdict is Verdict.DEAD and rec.on_dead is OnDead.SKIP
 
 
+def default_concurrency(app: App) -> int:
+    """Slots a worker of ``app`` gets unless told: ``CONCURRENCY_ASYNC`` (64) when every
+    registered task is ``async def`` (a slot is then a coroutine), else ``CONCURRENCY``
+    (16, a thread each)."""
+    tasks = app.tasks.values()
+    if tasks and all(task.is_async for task in tasks):
+        return C.CONCURRENCY_ASYNC
+    return C.CONCURRENCY
+
+
 @dataclass(frozen=True, slots=True)
 class _IdleWait:
     """Work-queue item: the executor taking it waits for work for ``reserved`` slots."""
@@ -109,7 +119,8 @@ class Worker:
     Args:
         app: the app whose tasks run here.
         queues: queue names, highest priority first; default: the app's default queue.
-        concurrency: slots, i.e. jobs held at once (never more are claimed).
+        concurrency: slots, i.e. jobs held at once (never more are claimed); default
+            ``default_concurrency(app)``: 16, or 64 when every task is ``async def``.
         batch: consecutive jobs of one lane taken per claimed lane (they run in order).
         lease_s, heartbeat_s, sweep_s, grace_s, idle_wait_s: timings (see constants).
         worker_id: name shown in leases; default ``host:pid:random``.
@@ -122,7 +133,7 @@ class Worker:
         app: App,
         queues: Sequence[str] | str | None = None,
         *,
-        concurrency: int = 8,
+        concurrency: int | None = None,
         batch: int = 1,
         lease_s: float | None = None,
         heartbeat_s: float | None = None,
@@ -138,6 +149,8 @@ class Worker:
         self.app = app
         own = [check_name(q, "queue") for q in (queues or [app.default_queue])]
         self.queues = own + [q for q in app.system_queues if q not in own]
+        if concurrency is None:
+            concurrency = default_concurrency(app)
         if concurrency < 1 or batch < 1:
             raise ConfigError("concurrency and batch must be at least 1")
         self.concurrency = concurrency

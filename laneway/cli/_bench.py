@@ -77,7 +77,9 @@ def _table(result: BenchResult) -> Table:
 @click.option("--lanes", default="100", show_default=True,
               help="Lanes of the ordered phase: a number, or 'unique' for one lane per job.")  # fmt: skip
 @click.option("--processes", "-p", default=1, show_default=True, help="Worker processes for the drains.")
-@click.option("--concurrency", "-c", default=8, show_default=True, help="Slots per worker process.")
+@click.option(
+    "--concurrency", "-c", default=C.CONCURRENCY, show_default=True, help="Slots per worker process."
+)
 @click.option("--batch", default=1, show_default=True, help="Consecutive jobs of one lane per claim.")
 @click.option("--latency-samples", default=200, show_default=True, help="Jobs timed for pickup latency.")
 @click.option("--phases", default=",".join(PHASES), show_default=True, help="Comma-separated phases to run.")

@@ -16,7 +16,11 @@ from ._common import load_app
 @click.argument("app_ref", metavar="MODULE:APP")
 @click.option("-q", "--queues", default="default", show_default=True, help="Queues, highest priority first.")
 @click.option(
-    "-c", "--concurrency", default=8, show_default=True, help="Slots (jobs held at once) per process."
+    "-c",
+    "--concurrency",
+    type=int,
+    default=None,
+    help="Slots (jobs held at once) per process. [default: 16, or 64 when every task is async def]",
 )
 @click.option(
     "-p", "--processes", default=1, show_default=True, help="Worker processes, restarted if they die."
@@ -42,7 +46,7 @@ from ._common import load_app
 def worker_command(
     app_ref: str,
     queues: str,
-    concurrency: int,
+    concurrency: int | None,
     processes: int,
     batch: int,
     lease_s: float | None,
@@ -84,8 +88,6 @@ def worker_command(
         app_ref,
         "-q",
         queues,
-        "-c",
-        str(concurrency),
         "--batch",
         str(batch),
         "--grace",
@@ -93,6 +95,8 @@ def worker_command(
         "--log-level",
         log_level,
     ]
+    if concurrency is not None:
+        args += ["-c", str(concurrency)]
     if lease_s is not None:
         args += ["--lease", str(lease_s)]
     if metrics_port is not None:

@@ -11,8 +11,9 @@ Environment:
   BENCH_LANEWAY_BATCH    worker --batch (consecutive jobs of one lane per claim), default 1
   BENCH_LANEWAY_HANDLER  sync (default: the probe of sync libraries) | async (an ``async def``
                          task with the asyncio probe, as arq, SAQ, taskiq and pgqueuer run it)
-  BENCH_LANEWAY_CONCURRENCY  worker -c (slots per process), default 8 (the CLI's default); a claim
-                         takes at most that many jobs in all, so --batch B only pays with -c >= B
+  BENCH_LANEWAY_CONCURRENCY  worker -c (slots per process); unset: the CLI's default (16 for the
+                         sync task, 64 for the async one); a claim takes at most that many
+                         jobs in all, so --batch B only pays with -c >= B
 """
 
 import asyncio
@@ -28,7 +29,7 @@ from systems.base import System as Base
 
 LANES = os.environ.get("BENCH_LANEWAY_LANES", "off")
 BATCH = int(os.environ.get("BENCH_LANEWAY_BATCH", "1"))
-CONCURRENCY = int(os.environ.get("BENCH_LANEWAY_CONCURRENCY", "8"))
+CONCURRENCY = int(os.environ.get("BENCH_LANEWAY_CONCURRENCY") or 0)  # 0: the CLI's default
 BACKEND = os.environ.get("BENCH_LANEWAY_BACKEND", "redis")
 HANDLER = os.environ.get("BENCH_LANEWAY_HANDLER", "sync")
 HOLD_S = float(os.environ.get("BENCH_LANEWAY_HOLD_S", "10"))
@@ -142,7 +143,7 @@ class System(Base):
         + BACKEND
         + ("" if LANES == "off" else f"-{LANES}")
         + (f"-batch{BATCH}" if BATCH > 1 else "")
-        + (f"-c{CONCURRENCY}" if CONCURRENCY != 8 else "")
+        + (f"-c{CONCURRENCY}" if CONCURRENCY else "")
         + ("-async" if HANDLER == "async" else "")
     )
     backend = BACKEND
@@ -208,13 +209,13 @@ class System(Base):
             "systems.laneway_app:app",
             "-q",
             "bench",
-            "-c",
-            str(CONCURRENCY),
             "-p",
             str(procs),
             "--log-level",
             "WARNING",
         ]
+        if CONCURRENCY:
+            cmd += ["-c", str(CONCURRENCY)]
         if BATCH > 1:
             cmd += ["--batch", str(BATCH)]
         return [cmd]
