@@ -33,6 +33,9 @@ a worker needs slots to cover the ack-and-claim round trip as well as the jobs."
 CONCURRENCY_ASYNC = 64
 """Slots per worker process when every task of the app is ``async def``: a slot is then
 a coroutine on the worker's event loop, not a thread (taskiq allows 100 by default)."""
+LOOP_EXECUTORS = 4
+"""Executor threads of a worker whose every task runs on the event loop: one does the idle
+wait, the others run what needs a thread (a job of an unknown task, say)."""
 GRACE_S = 30.0
 """Time running jobs get to finish after SIGTERM/SIGINT before they are released."""
 
@@ -49,6 +52,8 @@ PERIODIC_GRACE_S = 60.0
 PRIORITY_MIN = 0
 PRIORITY_MAX = 255
 
+RESERVED_PREFIX = "laneway."
+"""Names of the tasks laneway registers for itself (lane messages, the bus's fan-out)."""
 MESSAGE_TASK = "laneway.message"
 """Reserved task name of low-level lane messages (``app.lane(...).send``)."""
 

@@ -21,6 +21,7 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import _constants as C
 from ._codec import Call, decode_call
 from ._errors import DecodeError, EncodeError, Fail, JobTimeout, LeaseLost, Retry, UnknownTask
 from ._job import Job
@@ -148,6 +149,10 @@ def _format_tb(exc: BaseException) -> str:
     return text[-_TRACEBACK_MAX_CHARS:]
 
 
+def _on_loop(task: Task) -> bool:
+    return task.is_async and not task.transactional
+
+
 def _hook(fn: Any, *args: Any) -> None:
     if fn is None:
         return
@@ -176,9 +181,17 @@ class Runner:
         tasks = self.app.tasks
         for rec in unit:
             task = tasks.get(rec.task)
-            if task is None or not task.is_async or task.transactional:
+            if task is None or not _on_loop(task):
                 return False
         return True
+
+    def all_on_loop(self) -> bool:
+        """Whether every task of the app registered so far (laneway's own ``laneway.*``
+        tasks aside) runs on the event loop: ``runs_on_loop`` for any job of theirs."""
+        if self._astack is None:
+            return False
+        mine = [t for t in self.app.tasks.values() if not t.name.startswith(C.RESERVED_PREFIX)]
+        return bool(mine) and all(_on_loop(t) for t in mine)
 
     def _open(self, rec: JobRecord) -> Ran | tuple[Job, Call, Task]:
         """Decode ``rec`` and find its task, or the verdict when either fails."""

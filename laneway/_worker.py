@@ -5,7 +5,8 @@ Threads of one worker:
 - the *fetch loop* (the thread that calls ``run``): claims up to ``free slots`` jobs in
   one round trip and hands each lane's jobs to an executor; when a claim finds nothing it
   passes the waiting to an idle executor and sleeps on its slot condition;
-- ``concurrency`` *executors*: run a lane's claimed jobs in order in their thread. The
+- ``concurrency`` *executors* (``LOOP_EXECUTORS`` when every task runs on the event
+  loop): run a lane's claimed jobs in order in their thread. The
   one holding the idle wait blocks in ``backend.wait_and_claim`` (woken by the backend)
   and runs the first lane it claims itself, so a pickup on an idle worker wakes no other
   thread;
@@ -96,14 +97,13 @@ def _keeps_going(out: Outcome, rec: JobRecord) -> bool:
     return out.verdict is Verdict.DEAD and rec.on_dead is OnDead.SKIP
 
 
-def default_concurrency(app: App) -> int:
+def default_concurrency(app: App, runner: Runner | None = None) -> int:
     """Slots a worker of ``app`` gets unless told: ``CONCURRENCY_ASYNC`` (64) when every
-    registered task is ``async def`` (a slot is then a coroutine), else ``CONCURRENCY``
-    (16, a thread each)."""
-    tasks = app.tasks.values()
-    if tasks and all(task.is_async for task in tasks):
-        return C.CONCURRENCY_ASYNC
-    return C.CONCURRENCY
+    task registered so far runs on the event loop (``async def``, not transactional, and
+    every execution middleware has ``acall``), so a slot is a coroutine; else
+    ``CONCURRENCY`` (16), a thread each. laneway's own ``laneway.*`` tasks do not count."""
+    on_loop = (runner or Runner(app)).all_on_loop()
+    return C.CONCURRENCY_ASYNC if on_loop else C.CONCURRENCY
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +120,7 @@ class Worker:
         app: the app whose tasks run here.
         queues: queue names, highest priority first; default: the app's default queue.
         concurrency: slots, i.e. jobs held at once (never more are claimed); default
-            ``default_concurrency(app)``: 16, or 64 when every task is ``async def``.
+            ``default_concurrency(app)``: 16, or 64 when every task runs on the event loop.
         batch: consecutive jobs of one lane taken per claimed lane (they run in order).
         lease_s, heartbeat_s, sweep_s, grace_s, idle_wait_s: timings (see constants).
         worker_id: name shown in leases; default ``host:pid:random``.
@@ -149,8 +149,10 @@ class Worker:
         self.app = app
         own = [check_name(q, "queue") for q in (queues or [app.default_queue])]
         self.queues = own + [q for q in app.system_queues if q not in own]
+        self._loop = AsyncLoop()
+        self._runner = Runner(app, self._loop)
         if concurrency is None:
-            concurrency = default_concurrency(app)
+            concurrency = default_concurrency(app, self._runner)
         if concurrency < 1 or batch < 1:
             raise ConfigError("concurrency and batch must be at least 1")
         self.concurrency = concurrency
@@ -164,8 +166,6 @@ class Worker:
         self.listeners = [*app.listeners, *([listener] if listener is not None else [])]
         self.periodic = periodic
         self.stats = WorkerStats()
-        self._loop = AsyncLoop()
-        self._runner = Runner(app, self._loop)
         self._cond = threading.Condition()
         self._free = concurrency
         self._held: dict[int, dict[str, JobRecord]] = {}
@@ -203,6 +203,7 @@ class Worker:
 
         With ``burst=True``, return once nothing is due and nothing is held.
         """
+        self.app.backend.reserve(self.concurrency)
         restore = self._install_signals()
         for hook in self.app.on_worker_start:
             hook(self)
@@ -553,10 +554,20 @@ class Worker:
             t.start()
             self._threads.append(t)
 
-        for i in range(self.concurrency):
-            start(self._execute_loop, f"laneway-exec-{i}")
+        # The acker first: _shutdown joins in this order within one shared second, so a
+        # handler stuck past the grace period cannot cut short the last acks' round trip.
         start(self._ack_loop, "laneway-ack")
         start(self._maintain_loop, "laneway-maintain")
+        for i in range(self._executors()):
+            start(self._execute_loop, f"laneway-exec-{i}")
+
+    def _executors(self) -> int:
+        """Executor threads to start: one per slot, or at most ``LOOP_EXECUTORS`` when every
+        task runs on the event loop (they then only do the idle wait and the rare unit that
+        needs a thread, such as a job of an unknown task)."""
+        if self._runner.all_on_loop():
+            return min(self.concurrency, C.LOOP_EXECUTORS)
+        return self.concurrency
 
     def _shutdown(self) -> None:
         """Stop claiming, let running jobs finish within ``grace_s``, release the rest."""
@@ -574,7 +585,7 @@ class Worker:
             still = [rec for held in self._held.values() for rec in held.values()]
         if still:
             self._release_all(still)
-        for _ in range(self.concurrency):
+        for _ in range(self.concurrency):  # at least one per executor
             self._work.put(None)
         self._acks.put(None)
         self._hard_stop.set()

@@ -155,6 +155,12 @@ class Backend(ABC):
         lease took has been finished.
         """
 
+    def reserve(self, slots: int) -> None:
+        """Make room for a worker with ``slots`` slots that is about to run here: a
+        backend with a connection pool grows it so that transactional jobs, each holding
+        a connection while it runs, never starve the worker's own calls. Default: nothing."""
+        return None
+
     def transaction(self) -> AbstractContextManager[Any]:
         """A context manager yielding a DB-API connection inside an open transaction,
         committed on normal exit and rolled back on an exception (SQL backends only)."""

@@ -20,7 +20,10 @@ from ._common import load_app
     "--concurrency",
     type=int,
     default=None,
-    help="Slots (jobs held at once) per process. [default: 16, or 64 when every task is async def]",
+    help=(
+        f"Slots (jobs held at once) per process. [default: {C.CONCURRENCY}, or {C.CONCURRENCY_ASYNC}"
+        " when every task is async def]"
+    ),
 )
 @click.option(
     "-p", "--processes", default=1, show_default=True, help="Worker processes, restarted if they die."

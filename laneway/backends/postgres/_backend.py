@@ -54,6 +54,9 @@ PURGE_BATCH = 5000
 """Jobs deleted per statement by ``purge``."""
 OVERDUE_WAIT_S = 0.01
 """How long ``wait`` sleeps when due work is being promoted by another claim."""
+WORKER_CONNECTIONS = 3
+"""Pool connections a worker needs besides its slots: the fetch loop's claims, the acker's
+finishes and the maintainer's heartbeats (the idle wait has a connection of its own)."""
 
 _WAITER_CLOSE_S = 2.0
 """How long ``close`` waits for a worker's pickup wait to end before leaving its connection."""
@@ -71,7 +74,8 @@ class PostgresBackend(Backend):
     Args:
         url: a libpq URL or connection string.
         namespace: the schema that holds this app's tables and functions.
-        pool_size: most connections this backend opens (plus one to ``LISTEN``).
+        pool_size: most connections this backend opens (plus one to ``LISTEN``); a
+            worker with more slots than ``pool_size - 3`` grows it (``reserve``).
         migrate: bring the schema up to date on first use (else call ``migrate()``).
     """
 
@@ -88,6 +92,7 @@ class PostgresBackend(Backend):
             name=f"laneway-{self.schema}",
         )  # fmt: skip
         self._pool.open(wait=True, timeout=30.0)
+        self._resize_lock = threading.Lock()
         self._closed = False
         try:
             if migrate:
@@ -102,6 +107,14 @@ class PostgresBackend(Backend):
 
     def __repr__(self) -> str:
         return f"<PostgresBackend namespace={self.namespace}>"
+
+    def reserve(self, slots: int) -> None:
+        """Grow the pool to ``slots`` connections (a transactional job holds one while it
+        runs) plus ``WORKER_CONNECTIONS`` for the worker's claims, acks and heartbeats."""
+        want = slots + WORKER_CONNECTIONS
+        with self._resize_lock:
+            if want > self._pool.max_size:
+                self._pool.resize(self._pool.min_size, want)
 
     # --- plumbing -------------------------------------------------------------------------
 
