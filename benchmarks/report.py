@@ -259,10 +259,11 @@ def selfbench_md(r: Results) -> list[str]:
     if not r.selfbench:
         return ["(not run: `--steps bench`)"]
     phases = ["enqueue", "async", "bulk", "drain", "ordered"]
+    slots = sorted({str(x.get("concurrency", "?")) for x in r.selfbench.values()})
     out = [
         "`laneway bench --jobs N` on each private server: the same phases with a task that does nothing "
-        "(no Redis probe), 1 worker process x 8 slots; `drain` runs everything the three enqueue phases "
-        "queued; `ordered` spreads N jobs over 100 lanes.",
+        f"(no Redis probe), 1 worker process x {'/'.join(slots)} slots; `drain` runs everything the three "
+        "enqueue phases queued; `ordered` spreads N jobs over 100 lanes.",
         "",
         "| backend | " + " | ".join(f"{p}/s" for p in phases) + " | pickup p50 / p99 ms |",
         "|---|" + "---:|" * (len(phases) + 1),
