@@ -31,8 +31,9 @@ CONCURRENCY = 16
 job. More than Dramatiq's 8 threads because a slot stays busy until its job is acked, so
 a worker needs slots to cover the ack-and-claim round trip as well as the jobs."""
 CONCURRENCY_ASYNC = 64
-"""Slots per worker process when every task of the app is ``async def``: a slot is then
-a coroutine on the worker's event loop, not a thread (taskiq allows 100 by default)."""
+"""Slots per worker process when every task of the app runs on the event loop (``async
+def``, not transactional, every execution layer with ``acall``): a slot is then a coroutine,
+not a thread (taskiq allows 100 by default)."""
 LOOP_EXECUTORS = 4
 """Executor threads of a worker whose every task runs on the event loop: one does the idle
 wait, the others run what needs a thread (a job of an unknown task, say)."""
