@@ -106,6 +106,10 @@ def default_concurrency(app: App, runner: Runner | None = None) -> int:
     return C.CONCURRENCY_ASYNC if on_loop else C.CONCURRENCY
 
 
+_EXECUTOR = "laneway-exec-"
+"""Name prefix of a worker's executor threads."""
+
+
 @dataclass(frozen=True, slots=True)
 class _IdleWait:
     """Work-queue item: the executor taking it waits for work for ``reserved`` slots."""
@@ -559,7 +563,7 @@ class Worker:
         start(self._ack_loop, "laneway-ack")
         start(self._maintain_loop, "laneway-maintain")
         for i in range(self._executors()):
-            start(self._execute_loop, f"laneway-exec-{i}")
+            start(self._execute_loop, f"{_EXECUTOR}{i}")
 
     def _executors(self) -> int:
         """Executor threads to start: one per slot, or at most ``LOOP_EXECUTORS`` when every
@@ -585,8 +589,9 @@ class Worker:
             still = [rec for held in self._held.values() for rec in held.values()]
         if still:
             self._release_all(still)
-        for _ in range(self.concurrency):  # at least one per executor
-            self._work.put(None)
+        for t in self._threads:  # one stop sign per executor started
+            if t.name.startswith(_EXECUTOR):
+                self._work.put(None)
         self._acks.put(None)
         self._hard_stop.set()
         join_by = time.monotonic() + 1.0  # one shared second: stuck handlers are abandoned
