@@ -38,6 +38,7 @@ DECLARE
     v_take text[];
     v_held tid[];
     v_stale text[];
+    v_marked integer;
     v_unused integer;
     c record;
 BEGIN
@@ -98,6 +99,10 @@ BEGIN
             -- by the rows' ctids: they are locked by this claim, so they cannot move, and a
             -- TID scan is the one plan whatever the table's statistics say
             UPDATE lanes SET held = v_token WHERE ctid = ANY(v_held);
+            GET DIAGNOSTICS v_marked = ROW_COUNT;
+            IF v_marked <> cardinality(v_held) THEN  -- never seen; a free lane would break order
+                RAISE EXCEPTION 'laneway claim: % of % lanes marked held', v_marked, cardinality(v_held);
+            END IF;
         END IF;
         -- A lane whose recorded head was not queued after all (rare): recompute it.
         FOR i IN 1 .. cardinality(v_stale) LOOP
@@ -146,6 +151,7 @@ DECLARE
     v_ll text[];
     v_rids tid[] := '{}';
     v_wake text[];
+    v_missed bigint;
 BEGIN
     SELECT coalesce(array_agg(token), '{}') INTO v_live FROM (
         SELECT token FROM leases WHERE token = ANY(p_tokens) AND expires_at > v_now
@@ -220,6 +226,7 @@ BEGIN
     ), gone AS (
         DELETE FROM lanes AS l USING free AS f
          WHERE l.ctid = f.rid AND f.seq IS NULL AND (l.held IS NULL OR l.held = ANY(f.tokens))
+        RETURNING 1
     ), changed AS (
         UPDATE lanes AS l SET held = CASE WHEN l.held = ANY(f.tokens) THEN NULL ELSE l.held END,
                               head_seq = f.seq, head_priority = f.priority, head_status = f.status
@@ -228,11 +235,13 @@ BEGIN
            AND NOT (f.seq IS NULL AND (l.held IS NULL OR l.held = ANY(f.tokens)))
         RETURNING l.queue, l.held IS NULL AND l.head_status = 'queued' AS ready
     )
-    SELECT array_agg(DISTINCT q) INTO v_wake FROM (
-        SELECT queue AS q FROM changed WHERE ready
-        UNION ALL
-        SELECT queue FROM done WHERE requeued
-    ) AS w;
+    SELECT (SELECT array_agg(DISTINCT q) FROM (SELECT queue AS q FROM changed WHERE ready
+                                               UNION ALL SELECT queue FROM done WHERE requeued) AS w),
+           (SELECT count(*) FROM free) - (SELECT count(*) FROM gone) - (SELECT count(*) FROM changed)
+      INTO v_wake, v_missed;
+    IF v_missed <> 0 THEN  -- never seen; a lane left held by a finished lease would stall
+        RAISE EXCEPTION 'laneway finish: % released lanes not written', v_missed;
+    END IF;
     IF v_wake IS NOT NULL THEN
         PERFORM pg_notify(channel(), q) FROM unnest(v_wake) AS q;
     END IF;
