@@ -16,6 +16,7 @@ from psycopg import sql
 
 from laneway import ConfigError, Status
 from laneway._records import NewJob, OnDead, Outcome, Verdict
+from laneway.backends import Backend
 from laneway.backends.postgres import PostgresBackend, _schema
 from tests.conftest import POSTGRES_URL, drop_backend, fresh_namespace, make_backend
 
@@ -408,6 +409,136 @@ def test_a_namespace_at_an_older_version_is_upgraded_by_migrate(pg: PostgresBack
     assert pg.migrate() == [m.version for m in _schema.migrations() if m.version > 1]
     pg.enqueue([job := new_job(lane="a")])
     assert [r.id for r in pg.claim(["q"], worker="w", limit=1, lease_s=30)] == [job.id]
+
+
+def test_lanes_claimed_before_the_upgrade_to_set_based_lanes_finish_after_it(pg: PostgresBackend) -> None:
+    """Migration 0004 replaces the claim and finish functions while leases are out: work
+    claimed by the old functions is finished by the new ones, and its lanes move on."""
+    schema = sql.Identifier(pg.schema)
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        functions = conn.execute(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = %s",
+            [pg.schema],
+        ).fetchall()
+        with conn.transaction():
+            for (signature,) in functions:
+                conn.execute(sql.SQL("DROP FUNCTION {}").format(sql.SQL(signature)))
+            conn.execute(sql.SQL("DELETE FROM {}.laneway_migrations WHERE version > 1").format(schema))
+            conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(schema))
+            for m in _schema.migrations():
+                if m.version in (2, 3):
+                    conn.execute(m.text.encode())
+                    conn.execute(
+                        sql.SQL("INSERT INTO {}.laneway_migrations (version, name) VALUES (%s, %s)").format(
+                            schema
+                        ),
+                        [m.version, m.name],
+                    )
+    assert pg.schema_version() == 3
+    pg.enqueue([a1 := new_job(lane="a"), b1 := new_job(lane="b"), a2 := new_job(lane="a")])
+    claimed = pg.claim(["q"], worker="w", limit=3, lease_s=30)
+    assert [r.id for r in claimed] == [a1.id, b1.id]
+    assert pg.migrate() == [4]
+    accepted, taken = pg.finish_and_claim(
+        [Outcome(r.id, r.token or 0, Verdict.SUCCEEDED) for r in claimed],
+        ["q"],
+        worker="w",
+        limit=2,
+        lease_s=30,
+    )
+    assert accepted == [True, True] and [r.id for r in taken] == [a2.id]
+    assert pg.finish([Outcome(a2.id, taken[0].token or 0, Verdict.SUCCEEDED)]) == [True]
+    assert pg.lanes("q") == []
+
+
+def test_one_finish_releases_every_lane_it_ends_and_keeps_the_rest(pg: PostgresBackend) -> None:
+    """Forty lanes finished in one call: the twenty with more work come back free with
+    their next job at the head, the twenty left empty are gone, none is left held."""
+    deep = [new_job(lane=f"d{i:02}") for i in range(20)]
+    shallow = [new_job(lane=f"s{i:02}") for i in range(20)]
+    later = [new_job(lane=f"d{i:02}") for i in range(20)]
+    pg.enqueue(deep + shallow + later)
+    claimed = pg.claim(["q"], worker="w", limit=40, lease_s=30)
+    assert {r.id for r in claimed} == {j.id for j in deep + shallow}
+    assert pg.finish([Outcome(r.id, r.token or 0, Verdict.SUCCEEDED) for r in claimed]) == [True] * 40
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        rows = conn.execute(
+            sql.SQL("SELECT lane, held, head_status FROM {}.lanes ORDER BY lane").format(
+                sql.Identifier(pg.schema)
+            )
+        ).fetchall()
+    assert rows == [(f"d{i:02}", None, "queued") for i in range(20)]
+    again = pg.claim(["q"], worker="w", limit=40, lease_s=30)
+    assert sorted(r.id for r in again) == sorted(j.id for j in later)
+
+
+def test_lanes_keep_order_and_never_stall_under_racing_claims_finishes_and_cancels(
+    pg: PostgresBackend, tmp_path: Path
+) -> None:
+    """Two workers claim and finish hot lanes while a third party cancels queued jobs: a
+    claim that locks a lane whose head changed after the claim began (finished by the other
+    worker, or cancelled) must take the lane's current head, never hold a lane it runs
+    nothing in. Every job ends succeeded or cancelled, each lane ran in seq order, and no
+    lane row is left behind."""
+    lanes, per_lane = 12, 50
+    jobs = [new_job(lane=f"l{i % lanes:02}") for i in range(lanes * per_lane)]
+    for start in range(0, len(jobs), 200):
+        pg.enqueue(jobs[start : start + 200])
+    order = {j.id: n for n, j in enumerate(jobs)}
+    ran: dict[str, list[int]] = {}
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    others = [make_backend("postgres", tmp_path, namespace=pg.namespace) for _ in range(2)]
+
+    def work(backend: Backend, name: str) -> None:
+        try:
+            while not stop.is_set():
+                recs = backend.claim(["q"], worker=name, limit=6, lease_s=60)
+                with lock:
+                    for r in recs:
+                        ran.setdefault(r.lane or "", []).append(order[r.id])
+                if recs:
+                    backend.finish([Outcome(r.id, r.token or 0, Verdict.SUCCEEDED) for r in recs])
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    def cancel() -> None:
+        for j in jobs[lanes::7]:  # never a lane's first job: each lane starts running
+            if stop.is_set():
+                return
+            pg.cancel(j.id)
+
+    threads = [threading.Thread(target=work, args=(b, f"w{i}")) for i, b in enumerate(others)]
+    threads.append(threading.Thread(target=cancel))
+    try:
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not errors and not _all_final(pg, jobs):
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+        for b in others:
+            b.close()
+    assert not errors, errors
+    assert _all_final(pg, jobs), "a lane stalled: some jobs never ran"
+    for lane, seen in ran.items():
+        assert seen == sorted(seen), f"lane {lane} ran out of order"
+    assert pg.lanes("q") == []
+
+
+def _all_final(pg: PostgresBackend, jobs: list[NewJob]) -> bool:
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        row = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}.jobs WHERE status NOT IN ('succeeded', 'cancelled')").format(
+                sql.Identifier(pg.schema)
+            )
+        ).fetchone()
+    return row == (0,)
 
 
 def test_an_idle_lane_leaves_no_row_behind(pg: PostgresBackend) -> None:

@@ -9,15 +9,17 @@
 -- and a DELETE) per lane: seven statements, and two writes of the lanes row, per lane.
 --
 -- Now:
---   take()            one statement finds the ready lanes (FOR UPDATE SKIP LOCKED) and
---                     each lane's batch of consecutive queued jobs; the loop that fills the
---                     claim runs no SQL; one UPDATE marks every lane it took as held.
+--   take()            one statement locks the ready lanes and solo jobs (FOR UPDATE SKIP
+--                     LOCKED); a second reads every locked lane's batch of consecutive
+--                     queued jobs (its snapshot is taken with the locks held, so it sees
+--                     each lane as it was locked, not as the first statement's snapshot
+--                     had it); one UPDATE marks every lane taken as held.
 --   apply_outcomes()  one statement locks the lanes of the finished jobs (in lock order),
 --                     one statement releases every lane whose lease has no running job
 --                     left in it: a lane with nothing pending is deleted, any other gets
 --                     its new head and loses its holder in one write.
--- Both write the lanes rows they locked by ctid (a locked row cannot move): a TID scan is
--- the only plan for that, whatever the statistics a cached generic plan was made from
+-- Both write the lanes rows they locked by ctid (a locked row cannot move): with seqscans
+-- off (0003) that is a TID scan, whatever the statistics a cached generic plan was made from
 -- (an UPDATE by "lane = ANY(...)" planned on a near-empty table read every lane of the
 -- queue: 10 ms per claim with 31,000 lanes, tests/backends/test_postgres_flat_claims.py).
 -- Semantics are unchanged: same lock order (leases -> lanes -> jobs), same order of
@@ -36,6 +38,8 @@ DECLARE
     v_lanes integer := coalesce(p_max_lanes, p_limit);
     v_ids text[] := '{}';
     v_take text[];
+    v_rids tid[];
+    v_keys text[];
     v_held tid[];
     v_stale text[];
     v_marked integer;
@@ -49,32 +53,41 @@ BEGIN
         v_unused := 0;
         v_held := '{}';
         v_stale := '{}';
-        -- Each locked lane comes with its batch: its first queued jobs in seq order, up to
-        -- the first job that is not queued (a retrying or blocking head yields none).
+        -- Lock the candidates (ready lanes and ready solo jobs) in one statement...
+        SELECT coalesce(array_agg(x.rid ORDER BY x.prio DESC, x.seq), '{}'),
+               coalesce(array_agg(x.key ORDER BY x.prio DESC, x.seq), '{}')
+          INTO v_rids, v_keys
+          FROM (
+              WITH l AS (
+                  SELECT ctid AS rid, lane AS key, head_priority AS prio, head_seq AS seq FROM lanes
+                   WHERE queue = v_queue AND held IS NULL AND head_status = 'queued'
+                   ORDER BY head_priority DESC, head_seq LIMIT least(v_room, v_lanes)
+                   FOR UPDATE SKIP LOCKED
+              ), s AS (
+                  SELECT NULL::tid AS rid, id AS key, priority AS prio, seq FROM jobs
+                   WHERE queue = v_queue AND lane IS NULL AND status = 'queued'
+                   ORDER BY priority DESC, seq LIMIT least(v_room, v_lanes)
+                   FOR UPDATE SKIP LOCKED
+              )
+              SELECT * FROM l UNION ALL SELECT * FROM s) AS x;
+        -- ...then read each locked lane's batch in the next one, whose snapshot is taken
+        -- with the locks held: a lane row locked here may be newer than the first
+        -- statement's snapshot (a finish, cancel or retry committed while it ran), and its
+        -- jobs must be read as of that version. The batch: the lane's first queued jobs in
+        -- seq order, up to the first that is not queued (a retrying or blocking head
+        -- yields none).
         FOR c IN
-            WITH l AS (
-                SELECT ctid AS rid, lane AS key, head_priority AS prio, head_seq AS seq FROM lanes
-                 WHERE queue = v_queue AND held IS NULL AND head_status = 'queued'
-                 ORDER BY head_priority DESC, head_seq LIMIT least(v_room, v_lanes)
-                 FOR UPDATE SKIP LOCKED
-            ), s AS (
-                SELECT id AS key, priority AS prio, seq FROM jobs
-                 WHERE queue = v_queue AND lane IS NULL AND status = 'queued'
-                 ORDER BY priority DESC, seq LIMIT least(v_room, v_lanes)
-                 FOR UPDATE SKIP LOCKED
-            )
-            SELECT l.rid, l.key, l.prio, l.seq, b.ids FROM l
-             CROSS JOIN LATERAL (
-                 SELECT coalesce(array_agg(w.id ORDER BY w.seq), '{}') AS ids FROM (
-                     SELECT a.id, a.seq, bool_and(a.status = 'queued') OVER (ORDER BY a.seq) AS ok FROM (
-                         SELECT j.id, j.seq, j.status FROM jobs AS j
-                          WHERE j.queue = v_queue AND j.lane = l.key AND j.lane IS NOT NULL
-                            AND (j.status IN ('queued', 'retrying') OR (j.status = 'dead' AND j.on_dead = 'block'))
-                          ORDER BY j.seq LIMIT least(p_batch, v_room)) AS a) AS w
-                  WHERE w.ok) AS b
-            UNION ALL
-            SELECT NULL::tid AS rid, key, prio, seq, ARRAY[key] FROM s
-            ORDER BY prio DESC, seq
+            SELECT u.rid, u.key,
+                   CASE WHEN u.rid IS NULL THEN ARRAY[u.key] ELSE (
+                       SELECT coalesce(array_agg(w.id ORDER BY w.seq), '{}') FROM (
+                           SELECT a.id, a.seq, bool_and(a.status = 'queued') OVER (ORDER BY a.seq) AS ok FROM (
+                               SELECT j.id, j.seq, j.status FROM jobs AS j
+                                WHERE j.queue = v_queue AND j.lane = u.key AND j.lane IS NOT NULL
+                                  AND (j.status IN ('queued', 'retrying') OR (j.status = 'dead' AND j.on_dead = 'block'))
+                                ORDER BY j.seq LIMIT least(p_batch, v_room)) AS a) AS w
+                        WHERE w.ok) END AS ids
+              FROM unnest(v_rids, v_keys) WITH ORDINALITY AS u(rid, key, n)
+             ORDER BY u.n
         LOOP
             IF v_room <= 0 OR v_lanes <= 0 THEN
                 v_unused := v_unused + 1;
@@ -97,7 +110,7 @@ BEGIN
         END IF;
         IF cardinality(v_held) > 0 THEN
             -- by the rows' ctids: they are locked by this claim, so they cannot move, and a
-            -- TID scan is the one plan whatever the table's statistics say
+            -- TID scan (seqscans are off) does not depend on the table's statistics
             UPDATE lanes SET held = v_token WHERE ctid = ANY(v_held);
             GET DIAGNOSTICS v_marked = ROW_COUNT;
             IF v_marked <> cardinality(v_held) THEN  -- never seen; a free lane would break order
@@ -132,6 +145,10 @@ BEGIN
                timeout_s, uniq, result_ttl_s, on_dead, enqueued_at, run_at, seq, token, worker,
                started_at, finished_at, expires_at, result, error, traceback
           FROM taken ORDER BY n;
+    GET DIAGNOSTICS v_marked = ROW_COUNT;
+    IF v_marked <> cardinality(v_ids) THEN  -- never seen; a lane held with nothing running would stall
+        RAISE EXCEPTION 'laneway claim: % of % jobs taken', v_marked, cardinality(v_ids);
+    END IF;
 END
 $$;
 
