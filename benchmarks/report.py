@@ -104,6 +104,18 @@ def laneway_rows(r: Results) -> list[str]:
 # --- Markdown --------------------------------------------------------------------------
 
 
+def measured_commits(r: Results, m: dict) -> str:
+    """The commits laneway's result rows name, when they differ from the run's start
+    (the tree changed while the run was under way: each row's version says which ran)."""
+    seen = sorted({
+        v.rsplit("(", maxsplit=1)[-1].rstrip(")") for name, d in r.systems.items()
+        if name.startswith("laneway-") and "(" in (v := str(d.get("version", "")))
+    })  # fmt: skip
+    if not seen or seen == [m.get("laneway_commit")]:
+        return ""
+    return " at the start; the laneway rows were measured at " + ", ".join(f"`{c}`" for c in seen)
+
+
 def machine_md(r: Results) -> list[str]:
     m = r.machine
     if not m:
@@ -121,7 +133,8 @@ def machine_md(r: Results) -> list[str]:
         f"load average at start {fmt(m.get('load_avg_at_start'), 2)}",
         f"- **Servers** (private, loopback, started by the run): {m.get('redis_server', '?').split(' sha=')[0]} "
         f"(no persistence); {m.get('postgres', '?')} (stock settings, fsync on); SQLite: a file in benchmarks/.run",
-        f"- **Python** {m.get('python')}; laneway at commit `{m.get('laneway_commit')}`",
+        f"- **Python** {m.get('python')}; laneway at commit `{m.get('laneway_commit')}`"
+        + measured_commits(r, m),
         f"- **Sizes**: {s.get('n', '?'):,} jobs per phase, {s.get('runs')} run(s) per phase (median shown), "
         f"{s.get('samples')} latency samples; drains cut {s.get('drain_timeout')} s after the first completion (`*`)",
     ]
