@@ -393,10 +393,11 @@ def test_async_enqueue_honours_unique_keys(pg: PostgresBackend) -> None:
     assert sum(created for _, created in results) == 1
 
 
-def test_a_namespace_at_an_older_version_is_upgraded_by_migrate(pg: PostgresBackend) -> None:
-    """Simulate a namespace created by a laneway that shipped only migration 0001."""
+def _rewind(pg: PostgresBackend, version: int) -> None:
+    """Put the namespace back at migration ``version``, as an older laneway left it: every
+    function dropped, the migrations after 0001 up to ``version`` applied again."""
     schema = sql.Identifier(pg.schema)
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn, conn.transaction():
         functions = conn.execute(
             "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
             "WHERE n.nspname = %s",
@@ -405,6 +406,21 @@ def test_a_namespace_at_an_older_version_is_upgraded_by_migrate(pg: PostgresBack
         for (signature,) in functions:
             conn.execute(sql.SQL("DROP FUNCTION {}").format(sql.SQL(signature)))
         conn.execute(sql.SQL("DELETE FROM {}.laneway_migrations WHERE version > 1").format(schema))
+        conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(schema))
+        for m in _schema.migrations():
+            if 1 < m.version <= version:
+                conn.execute(m.text.encode())
+                conn.execute(
+                    sql.SQL("INSERT INTO {}.laneway_migrations (version, name) VALUES (%s, %s)").format(
+                        schema
+                    ),
+                    [m.version, m.name],
+                )
+
+
+def test_a_namespace_at_an_older_version_is_upgraded_by_migrate(pg: PostgresBackend) -> None:
+    """Simulate a namespace created by a laneway that shipped only migration 0001."""
+    _rewind(pg, 1)
     assert pg.schema_version() == 1
     assert pg.migrate() == [m.version for m in _schema.migrations() if m.version > 1]
     pg.enqueue([job := new_job(lane="a")])
@@ -414,27 +430,7 @@ def test_a_namespace_at_an_older_version_is_upgraded_by_migrate(pg: PostgresBack
 def test_lanes_claimed_before_the_upgrade_to_set_based_lanes_finish_after_it(pg: PostgresBackend) -> None:
     """Migration 0004 replaces the claim and finish functions while leases are out: work
     claimed by the old functions is finished by the new ones, and its lanes move on."""
-    schema = sql.Identifier(pg.schema)
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        functions = conn.execute(
-            "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
-            "WHERE n.nspname = %s",
-            [pg.schema],
-        ).fetchall()
-        with conn.transaction():
-            for (signature,) in functions:
-                conn.execute(sql.SQL("DROP FUNCTION {}").format(sql.SQL(signature)))
-            conn.execute(sql.SQL("DELETE FROM {}.laneway_migrations WHERE version > 1").format(schema))
-            conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(schema))
-            for m in _schema.migrations():
-                if m.version in (2, 3):
-                    conn.execute(m.text.encode())
-                    conn.execute(
-                        sql.SQL("INSERT INTO {}.laneway_migrations (version, name) VALUES (%s, %s)").format(
-                            schema
-                        ),
-                        [m.version, m.name],
-                    )
+    _rewind(pg, 3)
     assert pg.schema_version() == 3
     pg.enqueue([a1 := new_job(lane="a"), b1 := new_job(lane="b"), a2 := new_job(lane="a")])
     claimed = pg.claim(["q"], worker="w", limit=3, lease_s=30)
@@ -476,11 +472,10 @@ def test_one_finish_releases_every_lane_it_ends_and_keeps_the_rest(pg: PostgresB
 def test_lanes_keep_order_and_never_stall_under_racing_claims_finishes_and_cancels(
     pg: PostgresBackend, tmp_path: Path
 ) -> None:
-    """Two workers claim and finish hot lanes while a third party cancels queued jobs: a
-    claim that locks a lane whose head changed after the claim began (finished by the other
-    worker, or cancelled) must take the lane's current head, never hold a lane it runs
-    nothing in. Every job ends succeeded or cancelled, each lane ran in seq order, and no
-    lane row is left behind."""
+    """Two workers claim and finish hot lanes while a third party cancels queued jobs: every
+    job ends succeeded or cancelled, each lane ran in seq order, and no lane row is left
+    behind. (It did not reproduce, in seven runs, the race of 0004's first version, whose
+    window is a fraction of a millisecond; the claim's own checks raise if it recurs.)"""
     lanes, per_lane = 12, 50
     jobs = [new_job(lane=f"l{i % lanes:02}") for i in range(lanes * per_lane)]
     for start in range(0, len(jobs), 200):
