@@ -106,10 +106,6 @@ def default_concurrency(app: App, runner: Runner | None = None) -> int:
     return C.CONCURRENCY_ASYNC if on_loop else C.CONCURRENCY
 
 
-_EXECUTOR = "laneway-exec-"
-"""Name prefix of a worker's executor threads."""
-
-
 @dataclass(frozen=True, slots=True)
 class _IdleWait:
     """Work-queue item: the executor taking it waits for work for ``reserved`` slots."""
@@ -182,6 +178,7 @@ class Worker:
         self._stopping = threading.Event()
         self._hard_stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._started_executors = 0  # fixed when the threads start; shutdown stops that many
         self._last_ticks: dict[str, float] = {}
 
     def __repr__(self) -> str:
@@ -562,8 +559,9 @@ class Worker:
         # handler stuck past the grace period cannot cut short the last acks' round trip.
         start(self._ack_loop, "laneway-ack")
         start(self._maintain_loop, "laneway-maintain")
-        for i in range(self._executors()):
-            start(self._execute_loop, f"{_EXECUTOR}{i}")
+        self._started_executors = self._executors()
+        for i in range(self._started_executors):
+            start(self._execute_loop, f"laneway-exec-{i}")
 
     def _executors(self) -> int:
         """Executor threads to start: one per slot, or at most ``LOOP_EXECUTORS`` when every
@@ -589,9 +587,8 @@ class Worker:
             still = [rec for held in self._held.values() for rec in held.values()]
         if still:
             self._release_all(still)
-        for t in self._threads:  # one stop sign per executor started
-            if t.name.startswith(_EXECUTOR):
-                self._work.put(None)
+        for _ in range(self._started_executors):  # one stop sign per executor started
+            self._work.put(None)
         self._acks.put(None)
         self._hard_stop.set()
         join_by = time.monotonic() + 1.0  # one shared second: stuck handlers are abandoned
