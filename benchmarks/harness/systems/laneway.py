@@ -13,7 +13,11 @@ Environment:
                          task with the asyncio probe, as arq, SAQ, taskiq and pgqueuer run it)
   BENCH_LANEWAY_CONCURRENCY  worker -c (slots per process); unset: the CLI's default (16 for the
                          sync task, 64 for the async one); a claim takes at most that many
-                         jobs in all, so --batch B only pays with -c >= B
+                         jobs in all, so --batch B only pays with -c >= B. With the async
+                         task keep it under 100: the probe's redis.asyncio client allows 100
+                         connections per process (redis-py 8), one per INCR in flight, and
+                         beyond that the probe raises and the jobs retry (measured: -c 128
+                         drained at 2,343 jobs/s, -c 256 at 1,046, -c 64 at 6,120)
 """
 
 import asyncio
@@ -162,7 +166,7 @@ class System(Base):
         return {
             "lanes": LANES,
             "batch": BATCH,
-            "concurrency": CONCURRENCY,
+            "concurrency": worker_concurrency(),
             "handler": HANDLER,
             "hold_s": HOLD_S if LANES == "mixed" else None,
         }
@@ -228,6 +232,21 @@ class System(Base):
             return sum(s.queued + s.scheduled for s in app.backend.stats())
         finally:
             app.close()
+
+
+def worker_concurrency():
+    """The slots per worker process: BENCH_LANEWAY_CONCURRENCY, or the default the CLI
+    gives this app's worker (asked of laneway, so the record says what ran)."""
+    if CONCURRENCY:
+        return CONCURRENCY
+    from laneway._worker import default_concurrency
+    from systems import laneway_app
+
+    app, _ = laneway_app.build(os.environ.get("BENCH_LANEWAY_NS", "bench"))
+    try:
+        return default_concurrency(app)
+    finally:
+        app.close()
 
 
 def drop_postgres_namespaces():
