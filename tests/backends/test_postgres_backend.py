@@ -7,15 +7,16 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.rows import TupleRow
 
 from laneway import ConfigError, Status
-from laneway._records import NewJob, OnDead, Outcome, Verdict
+from laneway._records import JobRecord, NewJob, OnDead, Outcome, Verdict
 from laneway.backends import Backend
 from laneway.backends.postgres import PostgresBackend, _schema
 from tests.conftest import POSTGRES_URL, drop_backend, fresh_namespace, make_backend
@@ -29,6 +30,11 @@ def new_job(lane: str | None = None, queue: str = "q", **changes: object) -> New
     }  # fmt: skip
     fields.update(changes)
     return NewJob(**fields)  # type: ignore[arg-type]
+
+
+def succeeded(records: Iterable[JobRecord]) -> list[Outcome]:
+    """A success outcome for each claimed record, under its lease."""
+    return [Outcome(r.id, r.token or 0, Verdict.SUCCEEDED) for r in records]
 
 
 @pytest.fixture
@@ -435,14 +441,8 @@ def test_lanes_claimed_before_the_upgrade_to_set_based_lanes_finish_after_it(pg:
     pg.enqueue([a1 := new_job(lane="a"), b1 := new_job(lane="b"), a2 := new_job(lane="a")])
     claimed = pg.claim(["q"], worker="w", limit=3, lease_s=30)
     assert [r.id for r in claimed] == [a1.id, b1.id]
-    assert pg.migrate() == [4]
-    accepted, taken = pg.finish_and_claim(
-        [Outcome(r.id, r.token or 0, Verdict.SUCCEEDED) for r in claimed],
-        ["q"],
-        worker="w",
-        limit=2,
-        lease_s=30,
-    )
+    assert pg.migrate() == [m.version for m in _schema.migrations() if m.version > 3]
+    accepted, taken = pg.finish_and_claim(succeeded(claimed), ["q"], worker="w", limit=2, lease_s=30)
     assert accepted == [True, True] and [r.id for r in taken] == [a2.id]
     assert pg.finish([Outcome(a2.id, taken[0].token or 0, Verdict.SUCCEEDED)]) == [True]
     assert pg.lanes("q") == []
@@ -457,7 +457,7 @@ def test_one_finish_releases_every_lane_it_ends_and_keeps_the_rest(pg: PostgresB
     pg.enqueue(deep + shallow + later)
     claimed = pg.claim(["q"], worker="w", limit=40, lease_s=30)
     assert {r.id for r in claimed} == {j.id for j in deep + shallow}
-    assert pg.finish([Outcome(r.id, r.token or 0, Verdict.SUCCEEDED) for r in claimed]) == [True] * 40
+    assert pg.finish(succeeded(claimed)) == [True] * 40
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
         rows = conn.execute(
             sql.SQL("SELECT lane, held, head_status FROM {}.lanes ORDER BY lane").format(
@@ -495,7 +495,7 @@ def test_lanes_keep_order_and_never_stall_under_racing_claims_finishes_and_cance
                     for r in recs:
                         ran.setdefault(r.lane or "", []).append(order[r.id])
                 if recs:
-                    backend.finish([Outcome(r.id, r.token or 0, Verdict.SUCCEEDED) for r in recs])
+                    backend.finish(succeeded(recs))
         except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
             errors.append(exc)
 
@@ -547,6 +547,64 @@ def test_an_idle_lane_leaves_no_row_behind(pg: PostgresBackend) -> None:
         ).fetchone()
     assert rows == (0,)
     assert pg.lanes("q") == []
+
+
+@pytest.fixture
+def wakes(pg: PostgresBackend) -> Iterator[psycopg.Connection[TupleRow]]:
+    """A connection listening on the namespace's wake channel (see ``queues_woken``)."""
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(f"laneway.{pg.schema}")))
+        yield conn
+
+
+def queues_woken(conn: psycopg.Connection[TupleRow], wait_s: float = 0.3) -> list[str]:
+    """The queues named by the wake-ups that reached ``conn`` (waiting ``wait_s`` for more)."""
+    return sorted({n.payload for n in conn.notifies(timeout=wait_s)})
+
+
+def test_a_finish_whose_claim_takes_every_lane_it_freed_wakes_nobody(
+    pg: PostgresBackend, wakes: psycopg.Connection[TupleRow]
+) -> None:
+    """The other workers would only claim and find nothing (migration 0005); a plain
+    finish, with no claim of its own, still wakes them."""
+    pg.enqueue([a1 := new_job(lane="a"), a2 := new_job(lane="a"), new_job(lane="b"), b2 := new_job(lane="b")])
+    claimed = pg.claim(["q"], worker="w", limit=2, lease_s=30)
+    assert queues_woken(wakes) == ["q"]  # the enqueue's
+    accepted, taken = pg.finish_and_claim(
+        succeeded(r for r in claimed if r.id == a1.id),
+        ["q"], worker="w", limit=2, lease_s=30,
+    )  # fmt: skip
+    assert accepted == [True] and [r.id for r in taken] == [a2.id]
+    assert queues_woken(wakes) == []
+    [b1] = [r for r in claimed if r.id != a1.id]
+    assert pg.finish([Outcome(b1.id, b1.token or 0, Verdict.SUCCEEDED)]) == [True]
+    assert queues_woken(wakes) == ["q"]
+    assert [r.id for r in pg.claim(["q"], worker="v", limit=2, lease_s=30)] == [b2.id]
+
+
+def test_a_finish_whose_claim_is_full_wakes_the_others_for_the_lanes_it_left(
+    pg: PostgresBackend, wakes: psycopg.Connection[TupleRow]
+) -> None:
+    pg.enqueue([new_job(lane="a"), new_job(lane="b"), a2 := new_job(lane="a"), b2 := new_job(lane="b")])
+    claimed = pg.claim(["q"], worker="w", limit=2, lease_s=30)
+    queues_woken(wakes)
+    _, taken = pg.finish_and_claim(succeeded(claimed), ["q"], worker="w", limit=1, lease_s=30)
+    assert len(taken) == 1
+    assert queues_woken(wakes) == ["q"]
+    [left] = {a2.id, b2.id} - {taken[0].id}
+    assert [r.id for r in pg.claim(["q"], worker="v", limit=2, lease_s=30)] == [left]
+
+
+def test_a_finish_that_asks_for_a_retry_wakes_the_queue_even_when_its_claim_is_short(
+    pg: PostgresBackend, wakes: psycopg.Connection[TupleRow]
+) -> None:
+    """Idle workers must learn the retry's due time, whatever the claim took."""
+    pg.enqueue([new_job()])
+    [rec] = pg.claim(["q"], worker="w", limit=1, lease_s=30)
+    queues_woken(wakes)
+    retry = Outcome(rec.id, rec.token or 0, Verdict.RETRY, error="E", delay_s=0.2)
+    assert pg.finish_and_claim([retry], ["q"], worker="w", limit=4, lease_s=30) == ([True], [])
+    assert queues_woken(wakes) == ["q"]
 
 
 def test_finish_and_claim_frees_a_lane_and_takes_its_next_job_in_one_call(pg: PostgresBackend) -> None:
