@@ -444,7 +444,7 @@ def test_lanes_claimed_before_the_upgrade_to_set_based_lanes_finish_after_it(pg:
     assert pg.migrate() == [m.version for m in _schema.migrations() if m.version > 3]
     accepted, taken = pg.finish_and_claim(succeeded(claimed), ["q"], worker="w", limit=2, lease_s=30)
     assert accepted == [True, True] and [r.id for r in taken] == [a2.id]
-    assert pg.finish([Outcome(a2.id, taken[0].token or 0, Verdict.SUCCEEDED)]) == [True]
+    assert pg.finish(succeeded(taken)) == [True]
     assert pg.lanes("q") == []
 
 
@@ -553,7 +553,7 @@ def test_an_idle_lane_leaves_no_row_behind(pg: PostgresBackend) -> None:
 def wakes(pg: PostgresBackend) -> Iterator[psycopg.Connection[TupleRow]]:
     """A connection listening on the namespace's wake channel (see ``queues_woken``)."""
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(f"laneway.{pg.schema}")))
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(pg.channel)))
         yield conn
 
 
@@ -577,7 +577,7 @@ def test_a_finish_whose_claim_takes_every_lane_it_freed_wakes_nobody(
     assert accepted == [True] and [r.id for r in taken] == [a2.id]
     assert queues_woken(wakes) == []
     [b1] = [r for r in claimed if r.id != a1.id]
-    assert pg.finish([Outcome(b1.id, b1.token or 0, Verdict.SUCCEEDED)]) == [True]
+    assert pg.finish(succeeded([b1])) == [True]
     assert queues_woken(wakes) == ["q"]
     assert [r.id for r in pg.claim(["q"], worker="v", limit=2, lease_s=30)] == [b2.id]
 
