@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -90,8 +91,6 @@ def _timed(fn: Callable[[], object]) -> float:
 
 async def fed(url: str, slots: int, thread_acker: bool, spins_per_job: int) -> None:
     """N jobs through ``slots`` one-shot INCR jobs, refilled by a thread or a coroutine acker."""
-    import queue
-
     loop = asyncio.get_running_loop()
     client = aredis.Redis.from_url(url)
     await client.incr(KEY)
@@ -190,6 +189,7 @@ def main() -> None:
     for count in (1, 8, 32, 64):
         asyncio.run(coroutines(a.redis, count))
     spins = round(a.script_us * spins_per_us(a.redis))
+    print(f"acker's round trip: {a.script_us:.0f} us per job on the server ({spins:,} Lua loop steps)")
     for _ in range(2):
         for thread_acker in (True, False):
             asyncio.run(fed(a.redis, 64, thread_acker, spins))
