@@ -72,6 +72,10 @@ class Results:
             return None
         return med(s["phases"].get(phase, []), key)
 
+    def ceiling(self, section: str, key: str) -> float | None:
+        """One figure of raw_ceiling.json (e.g. "redis_py", "incr_ops"), or None."""
+        return ((self.raw or {}).get(section) or {}).get(key)
+
     def cell(self, system: str, phase: str, key: str = "rate", nd: int = 0) -> str:
         s = self.systems.get(system)
         if not s:
@@ -202,7 +206,7 @@ def enqueue_target_md(r: Results) -> list[str]:
         return []
     line = (f"- Enqueue, one call, ≥ 2x Huey: laneway-redis {fmt(lw)}/s vs huey {fmt(huey)}/s = {lw / huey:.2f}x "
             f"({met(lw >= 2 * huey)}).")  # fmt: skip
-    incr = (r.raw.get("redis_py") or {}).get("incr_ops") if r.raw else None
+    incr = r.ceiling("redis_py", "incr_ops")
     if incr:
         line += (f" redis-py's own `INCR` loop ran at {fmt(incr)}/s in this run, {incr / huey:.2f}x Huey: "
                  "the most any call that waits for the server's reply can do with this client")  # fmt: skip
@@ -373,7 +377,7 @@ def raw_md(r: Results) -> list[str]:
               ("postgres_psycopg", "insert_autocommit_ops", "psycopg INSERT autocommit"),
               ("postgres_psycopg", "insert_batch_1000_rows", "psycopg INSERT 1000 rows/transaction (rows/s)")]  # fmt: skip
     for sect, key, label in labels:
-        v = (x.get(sect) or {}).get(key)
+        v = r.ceiling(sect, key)
         if v is not None:
             out.append(f"| {label} | {fmt(v)} |")
     return out
