@@ -45,6 +45,28 @@ except ImportError:  # pragma: no cover - redis[hiredis] is the documented insta
     _pack_one = None
 
 
+class Reconnect:
+    """The rule for a command whose connection was lost: try again on a fresh connection,
+    at once when the lost one had sat idle (the server restarted since it was used), else
+    after a pause that doubles from ``RECONNECT_FIRST_PAUSE_S`` to ``RECONNECT_MAX_PAUSE_S``;
+    give up ``RECONNECT_S`` after the first failure."""
+
+    def __init__(self) -> None:
+        self._deadline = 0.0
+        self._pause = RECONNECT_FIRST_PAUSE_S
+
+    def pause(self, reused: bool) -> float | None:
+        """Seconds to wait before the next try, or None: time is up, raise."""
+        now = time.monotonic()
+        self._deadline = self._deadline or now + RECONNECT_S
+        if now >= self._deadline:
+            return None
+        if reused:
+            return 0.0
+        pause, self._pause = self._pause, min(self._pause * 2, RECONNECT_MAX_PAUSE_S)
+        return pause
+
+
 @dataclass(frozen=True, slots=True)
 class Script:
     """One ``.lua`` file of this package with ``lib.lua`` in front of it."""
@@ -77,6 +99,15 @@ class Link(ABC):
 
     def _missing_script(self, cmd: Command, exc: Exception) -> bool:
         return isinstance(exc, NoScriptError) and cmd[0] == "EVALSHA" and cmd[1] in self._bodies
+
+    def missing_scripts(self, cmds: Sequence[Command], replies: Sequence[Any]) -> list[int]:
+        """Indexes of the ``EVALSHA`` commands whose reply says the server lacks the script
+        (a restarted server, a new primary): load their bodies and run them again."""
+        return [i for i, (c, r) in enumerate(zip(cmds, replies, strict=True)) if self._missing_script(c, r)]
+
+    def script_body(self, sha: str) -> str:
+        """The body of a registered script, for ``SCRIPT LOAD``."""
+        return self._bodies[sha]
 
     @abstractmethod
     def execute(self, *cmd: Any) -> Any:
@@ -141,7 +172,7 @@ class SingleLink(Link):
             conn.disconnect()
 
     def _once(self, conn: Any, cmds: Sequence[Command]) -> list[Any]:
-        conn.send_packed_command(_packed(conn, cmds), check_health=False)
+        conn.send_packed_command(packed_commands(conn, cmds), check_health=False)
         replies: list[Any] = []
         for _ in cmds:
             try:
@@ -158,22 +189,19 @@ class SingleLink(Link):
         Every script is safe to repeat (``enqueue`` stores an id once; a repeated claim at
         worst leases jobs nobody runs until the lease runs out).
         """
-        deadline, pause = 0.0, RECONNECT_FIRST_PAUSE_S
+        retry = Reconnect()
         while True:
             conn, reused = self._take()
             try:
                 replies = self._once(conn, cmds)
             except (RedisConnectionError, OSError):
                 self._drop(conn)
-                now = time.monotonic()
-                deadline = deadline or now + RECONNECT_S
-                if now >= deadline:
+                pause = retry.pause(reused)
+                if pause is None:
                     raise
                 if reused:
                     self._drop_idle()
-                else:
-                    time.sleep(pause)
-                    pause = min(pause * 2, RECONNECT_MAX_PAUSE_S)
+                time.sleep(pause)
                 continue
             except BaseException:
                 self._drop(conn)
@@ -182,12 +210,10 @@ class SingleLink(Link):
             return replies
 
     def _repair(self, cmds: Sequence[Command], replies: list[Any]) -> list[Any]:
-        missing = [
-            i for i, (c, r) in enumerate(zip(cmds, replies, strict=True)) if self._missing_script(c, r)
-        ]
+        missing = self.missing_scripts(cmds, replies)
         if missing:
             for sha in {cmds[i][1] for i in missing}:
-                self._roundtrip([("SCRIPT", "LOAD", self._bodies[sha])])
+                self._roundtrip([("SCRIPT", "LOAD", self.script_body(sha))])
             again = self._roundtrip([cmds[i] for i in missing])
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
@@ -231,7 +257,7 @@ class SingleLink(Link):
         reply: Any = None
         try:
             conn.send_packed_command(
-                _packed(conn, [blpop] if cmd is None else [blpop, cmd]), check_health=False
+                packed_commands(conn, [blpop] if cmd is None else [blpop, cmd]), check_health=False
             )
             conn.read_response()
             if cmd is not None:
@@ -263,7 +289,7 @@ class SingleLink(Link):
         self.client.close()
 
 
-def _packed(conn: Any, cmds: Sequence[Command]) -> Any:
+def packed_commands(conn: Any, cmds: Sequence[Command]) -> Any:
     """``cmds`` encoded for one ``send_packed_command`` (hiredis' encoder when present)."""
     return [b"".join([_pack_one(c) for c in cmds])] if _pack_one else conn.pack_commands(cmds)
 
@@ -319,7 +345,7 @@ class ClusterLink(Link):
 
     def _load(self, shas: set[str]) -> None:
         for sha in shas:
-            self.client.script_load(self._bodies[sha])
+            self.client.script_load(self.script_body(sha))
 
     def execute(self, *cmd: Any) -> Any:
         try:
@@ -337,9 +363,7 @@ class ClusterLink(Link):
         for cmd in cmds:
             pipe.execute_command(*cmd)
         replies = list(pipe.execute(raise_on_error=False))
-        missing = [
-            i for i, (c, r) in enumerate(zip(cmds, replies, strict=True)) if self._missing_script(c, r)
-        ]
+        missing = self.missing_scripts(cmds, replies)
         if missing:
             self._load({cmds[i][1] for i in missing})
             for i in missing:
