@@ -25,6 +25,7 @@ from tests.conformance.conftest import app, trace, workers  # noqa: F401 - fixtu
 from tests.conformance.test_delays import test_rule4_delayed_job_joins_its_lane_when_due_not_when_sent  # noqa: F401
 from tests.conformance.test_jobs import (  # noqa: F401
     test_cancel_stops_a_queued_job_and_its_lane_moves_on,
+    test_enqueue_async_works_from_asyncio,
     test_enqueue_many_stores_all_in_order_in_one_call,
     test_rule10_unique_returns_the_pending_job_instead_of_adding_one,
     test_rule11_result_is_kept_and_none_is_not_stored,

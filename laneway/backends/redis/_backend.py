@@ -20,6 +20,7 @@ from redis.exceptions import ResponseError
 from ..._errors import ConfigError
 from ..._records import EnqueueResult, JobRecord, NewJob, Outcome
 from .._base import Backend
+from ._async import AsyncLink
 from ._cluster import Placement, Take, in_claim_order, plan
 from ._inspect import Inspect
 from ._keys import Layout, Shard
@@ -485,7 +486,21 @@ class RedisBackend(RedisCore):
 
     def __init__(self, url: str, *, namespace: str) -> None:
         self.single = SingleLink(url)
+        self._async = AsyncLink(url, self.single)
         super().__init__(self.single, namespace=namespace, shards=1, wake_channel=False)
+
+    async def enqueue_async(self, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
+        """``enqueue`` on a native asyncio connection of the running loop (no thread hop)."""
+        if not jobs:
+            return []
+        cmd = self._enqueue_cmd(self.layout.job_shard(jobs[0]), jobs, None)
+        reply = (await self._async.pipeline([cmd]))[0]
+        _raise_errors([reply])
+        return self._results(jobs, reply)
+
+    def close(self) -> None:
+        self._async.close()
+        super().close()
 
     def wait_and_claim(
         self,
