@@ -32,7 +32,7 @@ import uuid
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "harness"))
 
-from common import PG_DSN, REDIS_URL, RUN_DIR  # noqa: E402
+from common import PG_DSN, REDIS_URL, RUN_DIR, control  # noqa: E402
 
 import laneway  # noqa: E402
 from laneway._app import new_id  # noqa: E402
@@ -60,9 +60,7 @@ class Storage:
 
     def reset(self) -> None:
         if self.backend == "redis":
-            import redis
-
-            r = redis.Redis.from_url(REDIS_URL)
+            r = control()  # a 120 s read timeout: FLUSHDB of 10^6 lanes takes seconds
             r.flushdb()
             r.close()
         elif self.backend == "sqlite":
@@ -80,9 +78,7 @@ class Storage:
 
     def bytes(self) -> int:
         if self.backend == "redis":
-            import redis
-
-            r = redis.Redis.from_url(REDIS_URL)
+            r = control()
             try:
                 return int(r.info("memory")["used_memory"])
             finally:
