@@ -17,8 +17,7 @@ from laneway._metrics import BackendCollector, instrument, start_metrics_server
 from laneway._records import JobRecord, Outcome, Status, Verdict
 from laneway.backends.memory import MemoryBackend
 from laneway.testing import Clock, memory_app
-
-from .live import free_port
+from tests.support.private_servers import free_ports
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -217,7 +216,7 @@ def test_worker_command_serves_the_metrics_of_each_process_on_its_own_port(tmp_p
     for i in range(20):
         producer.send_task("work", [i])
     producer.close()
-    port = free_port()
+    port = free_ports(1, first=18301, offsets=(0, 1))[0]  # the two processes take port, port + 1
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -45,6 +45,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(count: int, *, first: int, offsets: tuple[int, ...] = (0,), last: int = 20000) -> list[int]:
+    """``count`` ports p from ``first`` up with every p + offset free on loopback. They lie
+    below the kernel's ephemeral range (32768 up), so no outgoing connection takes one of
+    them between this check and its use, as one can with a port the kernel picked."""
+    ports: list[int] = []
+    candidate = first
+    while len(ports) < count and candidate < last:
+        if all(_port_free(candidate + o) for o in offsets):
+            ports.append(candidate)
+        candidate += 1
+    if len(ports) < count:
+        raise RuntimeError(f"no {count} free loopback ports from {first} to {last} (offsets {offsets})")
+    return ports
+
+
 def port_open(port: int) -> bool:
     """Whether something accepts connections on 127.0.0.1:``port``."""
     try:

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from tests.support.private_servers import free_ports
+
 MASTERS = 3
 START_TIMEOUT_S = 30.0
 _lock = threading.Lock()
@@ -59,26 +61,9 @@ _cluster: _Cluster | None = None
 _failure: str | None = None
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _free_ports(count: int, first: int = 17101) -> list[int]:
     """Ports p with p and the cluster bus port p + 10000 both free."""
-    ports: list[int] = []
-    candidate = first
-    while len(ports) < count and candidate < 20000:
-        if _port_free(candidate) and _port_free(candidate + 10000):
-            ports.append(candidate)
-        candidate += 1
-    if len(ports) < count:
-        raise RuntimeError("no free loopback ports for a private Redis Cluster")
-    return ports
+    return free_ports(count, first=first, offsets=(0, 10000))
 
 
 def _cli(port: int, *args: str) -> str:
