@@ -24,7 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from .._loops import PerLoop
-from ._link import Command, Link, Reconnect, packed_commands
+from ._link import Command, Conns, Link, Reconnect, packed_commands
 
 MAX_CONNECTIONS = 100
 """Most connections one event loop opens to the server, as redis-py's pools allow. With
@@ -32,40 +32,24 @@ MAX_CONNECTIONS = 100
 
 
 class _Conns:
-    """One event loop's connections: a factory, the idle stack, and the cap."""
+    """One event loop's connections: the shared bookkeeping and the cap."""
 
     def __init__(self, url: str) -> None:
-        self.factory: Any = redis.asyncio.ConnectionPool.from_url(url, decode_responses=False)
-        self.idle: list[Any] = []  # redis.asyncio.connection.Connection (untyped in redis-py)
-        self.open: set[Any] = set()
+        factory: Any = redis.asyncio.ConnectionPool.from_url(url, decode_responses=False)
+        self.stack = Conns(factory.make_connection)
         self.slots = asyncio.Semaphore(MAX_CONNECTIONS)
 
-    def take(self) -> tuple[Any, bool]:
-        """An idle connection (True: it may have gone stale) or a new one."""
-        try:
-            return self.idle.pop(), True
-        except IndexError:
-            conn = self.factory.make_connection()
-            self.open.add(conn)
-            return conn, False
-
     async def drop(self, conn: Any) -> None:
-        self.open.discard(conn)
+        self.stack.forget(conn)
         await conn.disconnect(nowait=True)
 
     async def drop_idle(self) -> None:
-        idle, self.idle = self.idle, []
-        for conn in idle:
-            await self.drop(conn)
-
-    async def shut(self) -> None:
-        conns, self.open, self.idle = list(self.open), set(), []
-        for conn in conns:
+        for conn in self.stack.forget_idle():
             await conn.disconnect(nowait=True)
 
-
-async def _shut(conns: _Conns) -> None:
-    await conns.shut()
+    async def shut(self) -> None:
+        for conn in self.stack.forget_all():
+            await conn.disconnect(nowait=True)
 
 
 class AsyncLink:
@@ -78,7 +62,9 @@ class AsyncLink:
         async def open_conns() -> _Conns:
             return _Conns(url)
 
-        self._loops: PerLoop[_Conns] = PerLoop(open_conns, _shut, errors=(RedisConnectionError, OSError))
+        self._loops: PerLoop[_Conns] = PerLoop(
+            open_conns, _Conns.shut, errors=(RedisConnectionError, OSError)
+        )
 
     async def pipeline(self, cmds: Sequence[Command]) -> list[Any]:
         """Run ``cmds`` in one round trip; error replies are returned, not raised."""
@@ -97,7 +83,7 @@ class AsyncLink:
     async def _roundtrip(self, conns: _Conns, cmds: Sequence[Command]) -> list[Any]:
         retry = Reconnect()
         while True:
-            conn, reused = conns.take()
+            conn, reused = conns.stack.take()
             try:
                 await conn.send_packed_command(packed_commands(conn, cmds), check_health=False)
                 replies: list[Any] = []
@@ -118,7 +104,7 @@ class AsyncLink:
             except BaseException:
                 await conns.drop(conn)
                 raise
-            conns.idle.append(conn)
+            conns.stack.idle.append(conn)
             return replies
 
     def close(self) -> None:

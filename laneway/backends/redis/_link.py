@@ -130,45 +130,71 @@ class Link(ABC):
         """Close every connection."""
 
 
+class Conns:
+    """A single-server link's connections (sync or asyncio ones): the idle stack, most
+    recently used on top, and every one opened. Bookkeeping only; closing what it forgets
+    is the caller's. A forked child starts afresh: its parent's sockets are not its own."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self.idle: list[Any] = []  # redis-py Connections (untyped in redis-py)
+        self._open: list[Any] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def take(self) -> tuple[Any, bool]:
+        """An idle connection (True: it may have gone stale) or a new one (put it back
+        on ``idle`` after a clean round trip, or ``forget`` it)."""
+        if self._pid != os.getpid():
+            with self._lock:
+                self.idle, self._open, self._pid = [], [], os.getpid()
+        try:
+            return self.idle.pop(), True
+        except IndexError:
+            conn = self._make()
+            with self._lock:
+                self._open.append(conn)
+            return conn, False
+
+    def forget(self, conn: Any) -> None:
+        with self._lock:
+            if conn in self._open:
+                self._open.remove(conn)
+
+    def forget_idle(self) -> list[Any]:
+        """Forget and return the idle connections."""
+        with self._lock:
+            idle, self.idle = self.idle, []
+            for conn in idle:
+                if conn in self._open:
+                    self._open.remove(conn)
+        return idle
+
+    def forget_all(self) -> list[Any]:
+        """Forget and return every connection opened."""
+        with self._lock:
+            conns, self._open, self.idle = self._open, [], []
+        return conns
+
+
 class SingleLink(Link):
     """One Redis server (``redis://``, ``rediss://``, ``unix://``)."""
 
     def __init__(self, url: str) -> None:
         super().__init__()
         self.client = redis.Redis.from_url(url, decode_responses=False)
-        self._pool = self.client.connection_pool
-        self._idle: list[Any] = []  # redis.connection.Connection (untyped in redis-py)
-        self._all: list[Any] = []
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
+        self._conns = Conns(self.client.connection_pool.make_connection)
 
     def _take(self) -> tuple[Any, bool]:
-        """An idle connection (True: it may have gone stale) or a new one."""
-        if self._pid != os.getpid():
-            with self._lock:
-                self._idle, self._all, self._pid = [], [], os.getpid()
-        try:
-            return self._idle.pop(), True
-        except IndexError:
-            conn = self._pool.make_connection()
-            with self._lock:
-                self._all.append(conn)
-            return conn, False
+        return self._conns.take()
 
     def _drop(self, conn: Any) -> None:
         conn.disconnect()
-        with self._lock:
-            if conn in self._all:
-                self._all.remove(conn)
+        self._conns.forget(conn)
 
     def _drop_idle(self) -> None:
         """Forget every idle connection: one died, so the server went away and they did too."""
-        with self._lock:
-            idle, self._idle = self._idle, []
-            for conn in idle:
-                if conn in self._all:
-                    self._all.remove(conn)
-        for conn in idle:
+        for conn in self._conns.forget_idle():
             conn.disconnect()
 
     def _once(self, conn: Any, cmds: Sequence[Command]) -> list[Any]:
@@ -206,7 +232,7 @@ class SingleLink(Link):
             except BaseException:
                 self._drop(conn)
                 raise
-            self._idle.append(conn)
+            self._conns.idle.append(conn)
             return replies
 
     def _repair(self, cmds: Sequence[Command], replies: list[Any]) -> list[Any]:
@@ -275,16 +301,14 @@ class SingleLink(Link):
         except BaseException:
             self._drop(conn)
             raise
-        self._idle.append(conn)
+        self._conns.idle.append(conn)
         return reply
 
     def scan(self, pattern: str) -> Iterator[bytes]:
         return self.client.scan_iter(match=pattern, count=1000)
 
     def close(self) -> None:
-        with self._lock:
-            conns, self._all, self._idle = self._all, [], []
-        for conn in conns:
+        for conn in self._conns.forget_all():
             conn.disconnect()
         self.client.close()
 
