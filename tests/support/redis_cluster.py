@@ -162,7 +162,7 @@ class RedisServer:
     def __init__(self, *extra: str, tls: bool = False) -> None:
         if shutil.which("redis-server") is None:
             pytest.skip("redis-server is not on PATH")
-        self.port = _free_ports(1, first=17201)[0]
+        self.port = free_ports(1, first=17201)[0]  # no cluster bus: one port
         self.workdir = tempfile.mkdtemp(prefix="laneway-redis-")
         self.extra = list(extra)
         self.tls = tls
