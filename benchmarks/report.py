@@ -76,6 +76,19 @@ class Results:
         """One figure of raw_ceiling.json (e.g. "redis_py", "incr_ops"), or None."""
         return ((self.raw or {}).get(section) or {}).get(key)
 
+    def control(self, backend: str, phase: str) -> float | None:
+        """The unordered drain the ordered workloads of ``backend`` are compared with: the
+        median of the ordered step's control runs (before and after its workloads), or,
+        in results from before there were controls, the laneway step's unordered row."""
+        runs = [x for label in ("control1", "control2")
+                for x in self.systems.get(f"laneway-{backend}-{label}", {}).get("phases", {}).get(phase, [])]  # fmt: skip
+        if self.has_controls(backend):
+            return med(runs, "rate") if runs else None
+        return self.value(f"laneway-{backend}", phase)
+
+    def has_controls(self, backend: str) -> bool:
+        return any(f"laneway-{backend}-{label}" in self.systems for label in ("control1", "control2"))
+
     def cell(self, system: str, phase: str, key: str = "rate", nd: int = 0) -> str:
         s = self.systems.get(system)
         if not s:
@@ -220,14 +233,26 @@ def ordered_md(r: Results) -> list[str]:
     out = [
         "Drain rates (jobs/s) of laneway's ordered workloads next to its own unordered drain on the "
         "same backend (target: ≥ 80 %) and the best peer's unordered drain in this run "
-        f"({fmt(best1)}/s with 1 process, {fmt(best2)}/s with 2).",
+        f"({fmt(best1)}/s with 1 process, {fmt(best2)}/s with 2)."
+        + (
+            " The unordered drain they are compared with is the *control* row: the same drain measured "
+            "again in the ordered step, once before its workloads and once after them (median of those "
+            "runs), so that both sides of each percentage come from the same quarter hour."
+            if any(r.has_controls(b) for b in BACKENDS)
+            else ""
+        ),
         "",
         "| backend | workload | drain 1 proc | % of unordered | x best peer | drain 2 procs | % of unordered "
         "| x best peer | note |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for b in BACKENDS:
-        base1, base2 = r.value(f"laneway-{b}", "drain1"), r.value(f"laneway-{b}", "drain2")
+        base1, base2 = r.control(b, "drain1"), r.control(b, "drain2")
+        if r.has_controls(b):
+            out.append(f"| {b} | control: unordered, before and after | {fmt(base1)} | {pct(base1, base1)} "
+                       f"| {ratio(base1, best1)} | {fmt(base2)} | {pct(base2, base2)} | {ratio(base2, best2)} "
+                       "| the laneway step's row: "
+                       f"{r.cell(f'laneway-{b}', 'drain1')} / {r.cell(f'laneway-{b}', 'drain2')} |")  # fmt: skip
         for key, desc in WORKLOADS:
             name = f"laneway-{b}-{key}"
             if name not in r.systems:

@@ -20,7 +20,8 @@ Steps (in this order; --steps picks some):
   laneway  the same phases for laneway on SQLite, Redis and Postgres (unordered), then the
            worker phases again with an ``async def`` task (the asyncio libraries' probe)
   ordered  laneway's ordered workloads: every job on its own lane; 100 hot lanes; 10 lanes
-           with lane batching off and on; 1% of lanes retrying or delayed
+           with lane batching off and on; 1% of lanes retrying or delayed; each backend's
+           unordered drain again before and after them (the control their % is taken of)
   scale    claim latency and storage per lane from 10^3 to 10^6 lanes (quick: 10^5)
   bench    `laneway bench` on each backend: laneway's own rates without the harness's
            Redis probe in the task (what the backend sustains by itself)
@@ -236,10 +237,13 @@ def self_bench(backend: str, mode: dict, out_dir: str) -> None:
         json.dump(data, f, indent=1)
 
 
-def laneway_env(backend: str, lanes: str = "off", batch: int = 1, conc: int = 0, hold: float = 10) -> dict:
+def laneway_env(
+    backend: str, lanes: str = "off", batch: int = 1, conc: int = 0, hold: float = 10, label: str = ""
+) -> dict:
     """The adapter's settings; ``conc`` 0 leaves the worker's default slots."""
     return {"BENCH_LANEWAY_BACKEND": backend, "BENCH_LANEWAY_LANES": lanes, "BENCH_LANEWAY_BATCH": str(batch),
-            "BENCH_LANEWAY_CONCURRENCY": str(conc or ""), "BENCH_LANEWAY_HOLD_S": str(hold)}  # fmt: skip
+            "BENCH_LANEWAY_CONCURRENCY": str(conc or ""), "BENCH_LANEWAY_HOLD_S": str(hold),
+            "BENCH_LANEWAY_LABEL": label}  # fmt: skip
 
 
 def main() -> None:
@@ -298,13 +302,21 @@ def main() -> None:
                 bench("laneway", mode, out_dir, phases="drain1,drain2,latency",
                       env={**laneway_env(backend, hold=mode["hold_s"]), "BENCH_LANEWAY_HANDLER": "async"})  # fmt: skip
         if "ordered" in steps:
+            ordered_mode = {**mode, "runs": mode.get("ordered_runs", mode["runs"])}
             for backend in backends:
+                # The unordered drain again, before and after the ordered workloads: their
+                # "% of unordered" compares drains of the same minutes (the laneway step ran
+                # half an hour earlier, and this VM's speed drifts by more than the target).
+                bench("laneway", ordered_mode, out_dir, phases=mode["ordered_phases"],
+                      env=laneway_env(backend, hold=mode["hold_s"], label="control1"))  # fmt: skip
                 for lanes, batch, conc in ORDERED:
                     phases = mode["ordered_phases"]
                     if lanes == "unique":  # what tagging every job with a lane costs the producer
                         phases = "enqueue," + phases
-                    bench("laneway", {**mode, "runs": mode.get("ordered_runs", mode["runs"])}, out_dir,
+                    bench("laneway", ordered_mode, out_dir,
                           phases=phases, env=laneway_env(backend, lanes, batch, conc, mode["hold_s"]))  # fmt: skip
+                bench("laneway", ordered_mode, out_dir, phases=mode["ordered_phases"],
+                      env=laneway_env(backend, hold=mode["hold_s"], label="control2"))  # fmt: skip
         if "scale" in steps:
             for backend in backends:
                 log(f"=== scale {backend}")

@@ -8,6 +8,8 @@ Environment:
                          mixed   lanes of 20 jobs; 1% of the lanes wait on purpose: half of them
                                  have a head that asks for a retry after BENCH_LANEWAY_HOLD_S
                                  (the whole lane waits), half have one job delayed by as long
+  BENCH_LANEWAY_LABEL    appended to the result's name (the ordered step's unordered controls:
+                         "control1" before its workloads, "control2" after them)
   BENCH_LANEWAY_BATCH    worker --batch (consecutive jobs of one lane per claim), default 1
   BENCH_LANEWAY_HANDLER  sync (default: the probe of sync libraries) | async (an ``async def``
                          task with the asyncio probe, as arq, SAQ, taskiq and pgqueuer run it)
@@ -36,6 +38,7 @@ BATCH = int(os.environ.get("BENCH_LANEWAY_BATCH", "1"))
 CONCURRENCY = int(os.environ.get("BENCH_LANEWAY_CONCURRENCY") or 0)  # 0: the CLI's default
 BACKEND = os.environ.get("BENCH_LANEWAY_BACKEND", "redis")
 HANDLER = os.environ.get("BENCH_LANEWAY_HANDLER", "sync")
+LABEL = os.environ.get("BENCH_LANEWAY_LABEL", "")
 HOLD_S = float(os.environ.get("BENCH_LANEWAY_HOLD_S", "10"))
 PER_LANE_MIXED = 20
 
@@ -149,6 +152,7 @@ class System(Base):
         + (f"-batch{BATCH}" if BATCH > 1 else "")
         + (f"-c{CONCURRENCY}" if CONCURRENCY else "")
         + ("-async" if HANDLER == "async" else "")
+        + (f"-{LABEL}" if LABEL else "")
     )
     backend = BACKEND
 
@@ -168,6 +172,7 @@ class System(Base):
             "batch": BATCH,
             "concurrency": worker_concurrency(),
             "handler": HANDLER,
+            "label": LABEL or None,
             "hold_s": HOLD_S if LANES == "mixed" else None,
         }
 
