@@ -186,6 +186,24 @@ def machine_info() -> dict:
     }
 
 
+def wait_for_quiet(busy: float = 1.0, most_s: float = 300) -> None:
+    """Wait, for at most ``most_s``, until the 1-minute load average is at or below ``busy``
+    (report.py's threshold for "smoke numbers only"): the load of whatever ran just
+    before (a test suite, an earlier benchmark) would otherwise both slow the first
+    measurements and mark the whole run busy."""
+    if not hasattr(os, "getloadavg"):
+        return
+    deadline = time.monotonic() + most_s
+    load = os.getloadavg()[0]
+    if load <= busy:
+        return
+    log(f"load average {load:.2f}: waiting up to {most_s:.0f} s for it to fall to {busy}")
+    while load > busy and time.monotonic() < deadline:
+        time.sleep(5)
+        load = os.getloadavg()[0]
+    log(f"load average {load:.2f}: measuring")
+
+
 # --- bench runs ----------------------------------------------------------------------
 
 
@@ -272,6 +290,7 @@ def main() -> None:
     if "setup" in steps:
         setup()
     if measuring:
+        wait_for_quiet()
         info = machine_info()
         this = {"command": " ".join(["python3", "benchmarks/run.py", *sys.argv[1:]]), "steps": steps,
                 "started": time.strftime("%Y-%m-%d %H:%M:%S"), "load_avg_at_start": info["load_avg_at_start"]}  # fmt: skip
