@@ -23,6 +23,8 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 PEER_ORDER = ["celery", "rq", "rq-simpleworker", "dramatiq", "huey", "arq", "saq", "taskiq",
               "procrastinate", "pgqueuer"]  # fmt: skip
 BACKENDS = ["sqlite", "redis", "postgres"]
+BUSY_LOAD = 1.0  # a 1-minute load average above this at a run's start marks it "smoke numbers only"
+CONTROLS = ("control1", "control2")  # labels of the ordered step's unordered drains (run.py)
 WORKLOADS = [
     ("unique", "(a) every job on its own lane"),
     ("hot100", "(b) 100 hot lanes, jobs round-robin"),
@@ -80,14 +82,14 @@ class Results:
         """The unordered drain the ordered workloads of ``backend`` are compared with: the
         median of the ordered step's control runs (before and after its workloads), or,
         in results from before there were controls, the laneway step's unordered row."""
-        runs = [x for label in ("control1", "control2")
+        runs = [x for label in CONTROLS
                 for x in self.systems.get(f"laneway-{backend}-{label}", {}).get("phases", {}).get(phase, [])]  # fmt: skip
         if self.has_controls(backend):
             return med(runs, "rate") if runs else None
         return self.value(f"laneway-{backend}", phase)
 
     def has_controls(self, backend: str) -> bool:
-        return any(f"laneway-{backend}-{label}" in self.systems for label in ("control1", "control2"))
+        return any(f"laneway-{backend}-{label}" in self.systems for label in CONTROLS)
 
     def cell(self, system: str, phase: str, key: str = "rate", nd: int = 0) -> str:
         s = self.systems.get(system)
@@ -140,7 +142,7 @@ def machine_md(r: Results) -> list[str]:
     s = m.get("settings", {})
     loads = [i.get("load_avg_at_start") or 0 for i in m.get("invocations", [m])]
     out = []
-    if max(loads, default=0) > 1.0:
+    if max(loads, default=0) > BUSY_LOAD:
         out.append(f"> **Smoke numbers only**: the machine was busy when this run started (load average "
                    f"{max(loads):.1f} on {m.get('cores')} cores). Rerun on a quiet machine.\n")  # fmt: skip
     out += [

@@ -45,6 +45,8 @@ import subprocess
 import sys
 import time
 
+from report import BUSY_LOAD, CONTROLS  # the report reads what this script measures
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 HARNESS = os.path.join(HERE, "harness")
@@ -186,9 +188,9 @@ def machine_info() -> dict:
     }
 
 
-def wait_for_quiet(busy: float = 1.0, most_s: float = 300) -> None:
+def wait_for_quiet(busy: float = BUSY_LOAD, most_s: float = 300) -> None:
     """Wait, for at most ``most_s``, until the 1-minute load average is at or below ``busy``
-    (report.py's threshold for "smoke numbers only"): the load of whatever ran just
+    (the report's threshold for "smoke numbers only"): the load of whatever ran just
     before (a test suite, an earlier benchmark) would otherwise both slow the first
     measurements and mark the whole run busy."""
     if not hasattr(os, "getloadavg"):
@@ -326,8 +328,9 @@ def main() -> None:
                 # The unordered drain again, before and after the ordered workloads: their
                 # "% of unordered" compares drains of the same minutes (the laneway step ran
                 # half an hour earlier, and this VM's speed drifts by more than the target).
+                before, after = CONTROLS
                 bench("laneway", ordered_mode, out_dir, phases=mode["ordered_phases"],
-                      env=laneway_env(backend, hold=mode["hold_s"], label="control1"))  # fmt: skip
+                      env=laneway_env(backend, hold=mode["hold_s"], label=before))  # fmt: skip
                 for lanes, batch, conc in ORDERED:
                     phases = mode["ordered_phases"]
                     if lanes == "unique":  # what tagging every job with a lane costs the producer
@@ -335,7 +338,7 @@ def main() -> None:
                     bench("laneway", ordered_mode, out_dir,
                           phases=phases, env=laneway_env(backend, lanes, batch, conc, mode["hold_s"]))  # fmt: skip
                 bench("laneway", ordered_mode, out_dir, phases=mode["ordered_phases"],
-                      env=laneway_env(backend, hold=mode["hold_s"], label="control2"))  # fmt: skip
+                      env=laneway_env(backend, hold=mode["hold_s"], label=after))  # fmt: skip
         if "scale" in steps:
             for backend in backends:
                 log(f"=== scale {backend}")
