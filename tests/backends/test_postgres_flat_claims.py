@@ -185,3 +185,41 @@ def _claim_and_finish_one(backend: PostgresBackend) -> None:
     recs = backend.claim(["q"], worker="w", limit=1, lease_s=60)
     assert len(recs) == 1
     backend.finish([Outcome(recs[0].id, recs[0].token or 0, Verdict.SUCCEEDED)])
+
+
+def _enqueue_one_new_lane(backend: PostgresBackend, i: int) -> float:
+    """Time one enqueue of a job on a lane of its own (its join to the lane included)."""
+    started = time.perf_counter()
+    backend.enqueue([_job(0, f"one{i}")])
+    return time.perf_counter() - started
+
+
+def test_enqueue_of_a_laned_job_stays_flat_as_lanes_grow_after_it_was_planned(
+    two: tuple[PostgresBackend, PostgresBackend],
+) -> None:
+    """Each laned job joins its lane in the enqueue's transaction (the lane's head is
+    rewritten). Planned while the queue had one lane, that rewrite must stay one index
+    probe per lane, not a scan of every lane of the queue, when 30,000 lanes follow."""
+    base, grown = two
+    for backend in two:
+        with backend.transaction() as conn:
+            for table in ("jobs", "lanes"):
+                conn.execute(
+                    sql.SQL("ALTER TABLE {}.{} SET (autovacuum_enabled = false)").format(
+                        sql.Identifier(backend.schema), sql.Identifier(table)
+                    )
+                )
+        for i in range(WARMUP):  # the plans are made now, with a handful of lanes
+            _enqueue_one_new_lane(backend, -1 - i)
+    _fill_shallow(base)
+    _fill_shallow(grown)
+    _burst_of_lanes(grown, 30_000)
+    times: dict[str, list[float]] = {"base": [], "grown": []}
+    for i in range(ROUNDS):
+        times["base"].append(_enqueue_one_new_lane(base, i))
+        times["grown"].append(_enqueue_one_new_lane(grown, i))
+    base_s, grown_s = statistics.median(times["base"]), statistics.median(times["grown"])
+    print(f"median laned enqueue: {base_s * 1e3:.2f} ms with 1,000 lanes, {grown_s * 1e3:.2f} ms with 31,000")
+    assert grown_s <= 1.5 * base_s, (
+        f"median laned enqueue {grown_s * 1e3:.2f} ms with 31,000 lanes vs {base_s * 1e3:.2f} ms with 1,000"
+    )
