@@ -155,19 +155,24 @@ def test_claim_latency_stays_flat_when_lanes_grow_after_the_claim_was_planned(
     of every lane (autovacuum is off here, so no ANALYZE comes to replan it)."""
     base, grown = two
     for backend in two:
-        with backend.transaction() as conn:
-            for table in ("jobs", "lanes"):
-                conn.execute(
-                    sql.SQL("ALTER TABLE {}.{} SET (autovacuum_enabled = false)").format(
-                        sql.Identifier(backend.schema), sql.Identifier(table)
-                    )
-                )
+        _without_autovacuum(backend)
         backend.enqueue([_job(0, "first")])
         _claim_and_finish_one(backend)  # the plans are made now, with one lane
     _fill_shallow(base)
     _fill_shallow(grown)
     _burst_of_lanes(grown, 30_000)
     _assert_flat(*_medians(base, grown, ROUNDS), "with 30,000 lanes more than when it was planned")
+
+
+def _without_autovacuum(backend: PostgresBackend) -> None:
+    """No autovacuum (and so no ANALYZE) on the namespace's tables: plans made now stay."""
+    with backend.transaction() as conn:
+        for table in ("jobs", "lanes"):
+            conn.execute(
+                sql.SQL("ALTER TABLE {}.{} SET (autovacuum_enabled = false)").format(
+                    sql.Identifier(backend.schema), sql.Identifier(table)
+                )
+            )
 
 
 def _burst_of_lanes(backend: PostgresBackend, lanes: int) -> None:
@@ -202,13 +207,7 @@ def test_enqueue_of_a_laned_job_stays_flat_as_lanes_grow_after_it_was_planned(
     probe per lane, not a scan of every lane of the queue, when 30,000 lanes follow."""
     base, grown = two
     for backend in two:
-        with backend.transaction() as conn:
-            for table in ("jobs", "lanes"):
-                conn.execute(
-                    sql.SQL("ALTER TABLE {}.{} SET (autovacuum_enabled = false)").format(
-                        sql.Identifier(backend.schema), sql.Identifier(table)
-                    )
-                )
+        _without_autovacuum(backend)
         for i in range(WARMUP):  # the plans are made now, with a handful of lanes
             _enqueue_one_new_lane(backend, -1 - i)
     _fill_shallow(base)
