@@ -104,7 +104,7 @@ class AsyncLink:
             except BaseException:
                 await conns.drop(conn)
                 raise
-            conns.stack.idle.append(conn)
+            conns.stack.give_back(conn)
             return replies
 
     def close(self) -> None:

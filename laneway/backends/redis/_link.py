@@ -137,24 +137,28 @@ class Conns:
 
     def __init__(self, make: Callable[[], Any]) -> None:
         self._make = make
-        self.idle: list[Any] = []  # redis-py Connections (untyped in redis-py)
+        self._idle: list[Any] = []  # redis-py Connections (untyped in redis-py)
         self._open: list[Any] = []
         self._lock = threading.Lock()
         self._pid = os.getpid()
 
     def take(self) -> tuple[Any, bool]:
-        """An idle connection (True: it may have gone stale) or a new one (put it back
-        on ``idle`` after a clean round trip, or ``forget`` it)."""
+        """An idle connection (True: it may have gone stale) or a new one (``give_back``
+        it after a clean round trip, or ``forget`` it)."""
         if self._pid != os.getpid():
             with self._lock:
-                self.idle, self._open, self._pid = [], [], os.getpid()
+                self._idle, self._open, self._pid = [], [], os.getpid()
         try:
-            return self.idle.pop(), True
+            return self._idle.pop(), True
         except IndexError:
             conn = self._make()
             with self._lock:
                 self._open.append(conn)
             return conn, False
+
+    def give_back(self, conn: Any) -> None:
+        """Put a connection back on top of the idle stack after a clean round trip."""
+        self._idle.append(conn)
 
     def forget(self, conn: Any) -> None:
         with self._lock:
@@ -164,7 +168,7 @@ class Conns:
     def forget_idle(self) -> list[Any]:
         """Forget and return the idle connections."""
         with self._lock:
-            idle, self.idle = self.idle, []
+            idle, self._idle = self._idle, []
             for conn in idle:
                 if conn in self._open:
                     self._open.remove(conn)
@@ -173,7 +177,7 @@ class Conns:
     def forget_all(self) -> list[Any]:
         """Forget and return every connection opened."""
         with self._lock:
-            conns, self._open, self.idle = self._open, [], []
+            conns, self._open, self._idle = self._open, [], []
         return conns
 
 
@@ -184,9 +188,6 @@ class SingleLink(Link):
         super().__init__()
         self.client = redis.Redis.from_url(url, decode_responses=False)
         self._conns = Conns(self.client.connection_pool.make_connection)
-
-    def _take(self) -> tuple[Any, bool]:
-        return self._conns.take()
 
     def _drop(self, conn: Any) -> None:
         conn.disconnect()
@@ -217,7 +218,7 @@ class SingleLink(Link):
         """
         retry = Reconnect()
         while True:
-            conn, reused = self._take()
+            conn, reused = self._conns.take()
             try:
                 replies = self._once(conn, cmds)
             except (RedisConnectionError, OSError):
@@ -232,7 +233,7 @@ class SingleLink(Link):
             except BaseException:
                 self._drop(conn)
                 raise
-            self._conns.idle.append(conn)
+            self._conns.give_back(conn)
             return replies
 
     def _repair(self, cmds: Sequence[Command], replies: list[Any]) -> list[Any]:
@@ -278,7 +279,7 @@ class SingleLink(Link):
         same write; ``cmd``'s reply (an error reply returned), or None when nothing came in
         time (an overloaded server: the connection is dropped). A lost connection drops
         every idle one too and raises."""
-        conn, _ = self._take()
+        conn, _ = self._conns.take()
         blpop = ("BLPOP", *wake_keys, _blpop_seconds(conn, timeout_s))
         reply: Any = None
         try:
@@ -301,7 +302,7 @@ class SingleLink(Link):
         except BaseException:
             self._drop(conn)
             raise
-        self._conns.idle.append(conn)
+        self._conns.give_back(conn)
         return reply
 
     def scan(self, pattern: str) -> Iterator[bytes]:
