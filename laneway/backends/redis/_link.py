@@ -156,6 +156,11 @@ class Conns:
                 self._open.append(conn)
             return conn, False
 
+    @property
+    def opened(self) -> int:
+        """Connections opened and not forgotten (idle or in use)."""
+        return len(self._open)
+
     def give_back(self, conn: Any) -> None:
         """Put a connection back on top of the idle stack after a clean round trip."""
         self._idle.append(conn)
