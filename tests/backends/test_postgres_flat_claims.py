@@ -10,10 +10,11 @@ finish looks its next head up again. ``LANEWAY_SOAK=1`` measures more claims.
 
 from __future__ import annotations
 
+import itertools
 import os
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -85,14 +86,21 @@ def _claim_and_finish(backend: PostgresBackend) -> float:
     return took
 
 
-def _medians(base: PostgresBackend, deep: PostgresBackend, rounds: int) -> tuple[float, float]:
-    for _ in range(WARMUP):  # warm up: plans, caches, pool
-        _claim_and_finish(base)
-        _claim_and_finish(deep)
+def _medians(
+    base: PostgresBackend,
+    deep: PostgresBackend,
+    rounds: int,
+    step: Callable[[PostgresBackend], float] = _claim_and_finish,
+    warmup: int = WARMUP,
+) -> tuple[float, float]:
+    """Median time of ``step`` on each namespace, the two measured in alternation."""
+    for _ in range(warmup):  # warm up: plans, caches, pool
+        step(base)
+        step(deep)
     times: dict[str, list[float]] = {"base": [], "deep": []}
     for _ in range(rounds):
-        times["base"].append(_claim_and_finish(base))
-        times["deep"].append(_claim_and_finish(deep))
+        times["base"].append(step(base))
+        times["deep"].append(step(deep))
     return statistics.median(times["base"]), statistics.median(times["deep"])
 
 
@@ -181,9 +189,9 @@ def _burst_of_lanes(backend: PostgresBackend, lanes: int) -> None:
         backend.enqueue([_job(0, f"new{i}") for i in range(start, start + 2_000)])
 
 
-def _assert_flat(base_s: float, other_s: float, what: str) -> None:
-    print(f"median claim: {base_s * 1e3:.2f} ms with 1,000 lanes, {other_s * 1e3:.2f} ms {what}")
-    assert other_s <= 1.5 * base_s, f"median claim {other_s * 1e3:.2f} ms {what} vs {base_s * 1e3:.2f} ms"
+def _assert_flat(base_s: float, other_s: float, what: str, timed: str = "claim") -> None:
+    print(f"median {timed}: {base_s * 1e3:.2f} ms with 1,000 lanes, {other_s * 1e3:.2f} ms {what}")
+    assert other_s <= 1.5 * base_s, f"median {timed} {other_s * 1e3:.2f} ms {what} vs {base_s * 1e3:.2f} ms"
 
 
 def _claim_and_finish_one(backend: PostgresBackend) -> None:
@@ -192,10 +200,13 @@ def _claim_and_finish_one(backend: PostgresBackend) -> None:
     backend.finish([Outcome(recs[0].id, recs[0].token or 0, Verdict.SUCCEEDED)])
 
 
-def _enqueue_one_new_lane(backend: PostgresBackend, i: int) -> float:
+_new_lanes = itertools.count()
+
+
+def _enqueue_one_new_lane(backend: PostgresBackend) -> float:
     """Time one enqueue of a job on a lane of its own (its join to the lane included)."""
     started = time.perf_counter()
-    backend.enqueue([_job(0, f"one{i}")])
+    backend.enqueue([_job(0, f"one{next(_new_lanes)}")])
     return time.perf_counter() - started
 
 
@@ -208,17 +219,10 @@ def test_enqueue_of_a_laned_job_stays_flat_as_lanes_grow_after_it_was_planned(
     base, grown = two
     for backend in two:
         _without_autovacuum(backend)
-        for i in range(WARMUP):  # the plans are made now, with a handful of lanes
-            _enqueue_one_new_lane(backend, -1 - i)
+        for _ in range(WARMUP):  # the plans are made now, with a handful of lanes
+            _enqueue_one_new_lane(backend)
     _fill_shallow(base)
     _fill_shallow(grown)
     _burst_of_lanes(grown, 30_000)
-    times: dict[str, list[float]] = {"base": [], "grown": []}
-    for i in range(ROUNDS):
-        times["base"].append(_enqueue_one_new_lane(base, i))
-        times["grown"].append(_enqueue_one_new_lane(grown, i))
-    base_s, grown_s = statistics.median(times["base"]), statistics.median(times["grown"])
-    print(f"median laned enqueue: {base_s * 1e3:.2f} ms with 1,000 lanes, {grown_s * 1e3:.2f} ms with 31,000")
-    assert grown_s <= 1.5 * base_s, (
-        f"median laned enqueue {grown_s * 1e3:.2f} ms with 31,000 lanes vs {base_s * 1e3:.2f} ms with 1,000"
-    )
+    medians = _medians(base, grown, ROUNDS, _enqueue_one_new_lane, warmup=0)
+    _assert_flat(*medians, "with 30,000 lanes more than when it was planned", timed="laned enqueue")
