@@ -236,3 +236,19 @@ def test_a_worker_rides_out_an_outage_and_claims_again_when_the_server_is_back(
         if th.is_alive():
             th.join(10)
         app.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("redis://127.0.0.1:6379/0?namespace=x", "'namespace'"),
+        ("rediss://127.0.0.1:6379/0?ssl_cert_reqs=none&sokcet_timeout=5", "'sokcet_timeout'"),
+        ("unix:///tmp/no.sock?bogus=1", "'bogus'"),
+        ("redis://127.0.0.1:6379/0?socket_timeout=soon", "socket_timeout"),
+    ],
+)
+def test_a_url_option_redis_py_does_not_take_is_refused_when_the_backend_is_made(
+    url: str, named: str
+) -> None:
+    with pytest.raises(laneway.ConfigError, match=named):
+        RedisBackend(url, namespace="never-used")

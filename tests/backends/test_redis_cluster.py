@@ -117,6 +117,11 @@ def test_a_namespace_keeps_the_shard_count_it_was_created_with(cluster: RedisClu
         RedisClusterBackend(cluster_url(), namespace=cluster.layout.namespace, shards=8)
 
 
+def test_a_url_option_redis_py_does_not_take_is_refused_before_any_node_is_asked() -> None:
+    with pytest.raises(ConfigError, match="'bogus'"):  # port 1: nothing listens there
+        RedisClusterBackend("redis+cluster://127.0.0.1:1?ssl=true&bogus=1", namespace="never-used")
+
+
 def test_a_namespace_limited_acl_user_works_on_the_cluster() -> None:
     url, ns = cluster_url(), fresh_namespace()
     nodes = [redis.Redis(host=h.rsplit(":", 1)[0], port=int(h.rsplit(":", 1)[1]))

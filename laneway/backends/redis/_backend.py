@@ -482,7 +482,9 @@ class RedisCore(Inspect, Backend):
 class RedisBackend(RedisCore):
     """One Redis server: ``redis://[user:pass@]host:port/db``, ``rediss://`` (TLS; the
     ``ssl_*`` query options such as ``ssl_cert_reqs`` and ``ssl_ca_certs`` go to redis-py)
-    or ``unix://``. The whole namespace is one shard, so every call is atomic."""
+    or ``unix://``. The whole namespace is one shard, so every call is atomic.
+
+    A query option redis-py's connections do not take raises ``ConfigError`` here."""
 
     def __init__(self, url: str, *, namespace: str) -> None:
         self.single = SingleLink(url)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -25,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
+from redis.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -186,11 +188,36 @@ class Conns:
         return conns
 
 
+def check_url(url: str) -> None:
+    """Raise ``ConfigError`` naming a query option of ``url`` that redis-py's connections
+    do not take, or a value it cannot parse.
+
+    redis-py hands unknown options to the connection class, which only fails on the
+    first command, as a ``TypeError``; this builds that object up front (no socket is
+    opened) so a misspelt option is refused when the backend is made.
+    """
+    try:
+        options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        raise ConfigError(f"Redis URL: {exc}") from None
+    connection_class = options.pop("connection_class", redis.Connection)
+    try:
+        connection_class(**options)
+    except TypeError as exc:
+        found = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+        what = repr(found.group(1)) if found else f"({exc})"
+        raise ConfigError(
+            f"unknown Redis URL option {what}: the query options are redis-py's connection "
+            "arguments (socket_timeout, ssl_cert_reqs, ssl_ca_certs, ...)"
+        ) from None
+
+
 class SingleLink(Link):
     """One Redis server (``redis://``, ``rediss://``, ``unix://``)."""
 
     def __init__(self, url: str) -> None:
         super().__init__()
+        check_url(url)
         self.client = redis.Redis.from_url(url, decode_responses=False)
         self._conns = Conns(self.client.connection_pool.make_connection)
 
@@ -360,6 +387,7 @@ def cluster_client(url: str) -> Any:
         query = "&".join(q for q in query.split("&") if q.lower() != "ssl=true")
     first = f"{userinfo}@{nodes[0].host}:{nodes[0].port}" if userinfo else f"{nodes[0].host}:{nodes[0].port}"
     base = urlunsplit((scheme, first, "", query, ""))
+    check_url(base)
     return RedisCluster.from_url(base, startup_nodes=nodes, decode_responses=False)  # a RedisCluster
 
 
