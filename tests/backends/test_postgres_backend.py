@@ -117,6 +117,20 @@ def test_a_schema_migrated_by_a_newer_laneway_is_refused(pg: PostgresBackend) ->
         pg.migrate()
 
 
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("postgresql://postgres@127.0.0.1:1/test?bogus=1", '"bogus"'),
+        ("host=127.0.0.1 port=1 dbname=test appname=x", '"appname"'),
+    ],
+)
+def test_a_url_libpq_cannot_parse_is_refused_at_once_not_after_the_pool_timeout(url: str, named: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=named):  # port 1: nothing listens there
+        PostgresBackend(url, namespace=fresh_namespace())
+    assert time.monotonic() - started < 5
+
+
 def test_a_schema_that_is_not_laneways_is_never_used_or_dropped() -> None:
     namespace = fresh_namespace()
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:

@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from ..._errors import ConfigError
@@ -77,11 +78,19 @@ class PostgresBackend(Backend):
         pool_size: most connections this backend opens (plus one to ``LISTEN``); a
             worker with more slots than ``pool_size - 3`` grows it (``reserve``).
         migrate: bring the schema up to date on first use (else call ``migrate()``).
+
+    Raises:
+        ConfigError: a URL libpq cannot parse (an unknown option, say), at once; a
+            server that cannot be reached is waited for up to 30 s (``PoolTimeout``).
     """
 
     def __init__(
         self, url: str, *, namespace: str = "laneway", pool_size: int = 16, migrate: bool = True
     ) -> None:
+        try:
+            conninfo_to_dict(url)  # a misspelt option fails here, not as a pool timeout
+        except psycopg.ProgrammingError as exc:
+            raise ConfigError(f"PostgreSQL URL: {exc}") from None
         self.url = url
         self.namespace = check_namespace(namespace)
         self.schema = _schema.check_schema_name(self.namespace)
