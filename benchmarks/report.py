@@ -10,6 +10,7 @@ Every number is the median of the runs of its phase.
 
 from __future__ import annotations
 
+import argparse
 import glob
 import json
 import os
@@ -88,6 +89,30 @@ class Results:
             return med(runs, "rate") if runs else None
         return self.value(f"laneway-{backend}", phase)
 
+    def peer_beside_control(self, backend: str, phase: str, best: float | None) -> float | None:
+        """The best peer's rate ``best`` as it would have been beside ``backend``'s controls:
+        scaled by how much faster laneway's unordered drain ran there than in the laneway
+        step, which ran beside the peers. Results from before the controls compare with the
+        laneway step's row itself, so ``best`` stays as it is."""
+        step, control = self.value(f"laneway-{backend}", phase), self.control(backend, phase)
+        if not best or not step or not control:
+            return None
+        return best * control / step
+
+    def controls_apart(self, backend: str) -> str:
+        """The before and after controls of ``backend``, drain 1 and drain 2, as table text."""
+        return ", ".join(
+            " → ".join(fmt(self.value(f"laneway-{backend}-{label}", phase)) for label in CONTROLS)
+            + f" ({phase[-1]} proc)"
+            for phase in ("drain1", "drain2")
+        )
+
+    def ordered_runs(self) -> int | str:
+        """How many runs each ordered workload and control had (they take the median)."""
+        counts = {len(s["phases"].get("drain1", [])) for name, s in self.systems.items()
+                  if any(name.endswith(f"-{label}") for label in CONTROLS)}  # fmt: skip
+        return counts.pop() if len(counts) == 1 else "/".join(map(str, sorted(counts))) or "?"
+
     def has_controls(self, backend: str) -> bool:
         return any(f"laneway-{backend}-{label}" in self.systems for label in CONTROLS)
 
@@ -154,7 +179,9 @@ def machine_md(r: Results) -> list[str]:
         f"(no persistence); {m.get('postgres', '?')} (stock settings, fsync on); SQLite: a file in benchmarks/.run",
         f"- **Python** {m.get('python')}; laneway at commit `{m.get('laneway_commit')}`"
         + measured_commits(r, m),
-        f"- **Sizes**: {s.get('n', '?'):,} jobs per phase, {s.get('runs')} run(s) per phase (median shown), "
+        f"- **Sizes**: {s.get('n', '?'):,} jobs per phase, {s.get('runs')} run(s) per phase (median shown"
+        + (f"; {r.ordered_runs()} per ordered workload and control" if r.ordered_runs() != "?" else "")
+        + "), "
         f"{s.get('samples')} latency samples; drains cut {s.get('drain_timeout')} s after the first completion (`*`)",
     ]
     parts = m.get("invocations", [])
@@ -232,6 +259,7 @@ def enqueue_target_md(r: Results) -> list[str]:
 def ordered_md(r: Results) -> list[str]:
     _, best1 = r.best_peer("drain1")
     _, best2 = r.best_peer("drain2")
+    controls = any(r.has_controls(b) for b in BACKENDS)
     out = [
         "Drain rates (jobs/s) of laneway's ordered workloads next to its own unordered drain on the "
         "same backend (target: ≥ 80 %) and the best peer's unordered drain in this run "
@@ -239,8 +267,12 @@ def ordered_md(r: Results) -> list[str]:
         + (
             " The unordered drain they are compared with is the *control* row: the same drain measured "
             "again in the ordered step, once before its workloads and once after them (median of those "
-            "runs), so that both sides of each percentage come from the same quarter hour."
-            if any(r.has_controls(b) for b in BACKENDS)
+            f"runs, {r.ordered_runs()} per control), so that both sides of each percentage come from the "
+            "same quarter hour; the note gives the two controls apart, a measure of the drift. The "
+            "peers ran earlier in the run, so *x best peer* does not divide these rates by the peer's: "
+            "it is the row's share of the control times the ratio of laneway's unordered drain (the "
+            "laneway step's row) to the best peer's, each pair measured in the same quarter hour."
+            if controls
             else ""
         ),
         "",
@@ -250,10 +282,11 @@ def ordered_md(r: Results) -> list[str]:
     ]
     for b in BACKENDS:
         base1, base2 = r.control(b, "drain1"), r.control(b, "drain2")
+        peer1, peer2 = r.peer_beside_control(b, "drain1", best1), r.peer_beside_control(b, "drain2", best2)
         if r.has_controls(b):
             out.append(f"| {b} | control: unordered, before and after | {fmt(base1)} | {pct(base1, base1)} "
-                       f"| {ratio(base1, best1)} | {fmt(base2)} | {pct(base2, base2)} | {ratio(base2, best2)} "
-                       "| the laneway step's row: "
+                       f"| {ratio(base1, peer1)} | {fmt(base2)} | {pct(base2, base2)} | {ratio(base2, peer2)} "
+                       f"| before / after: {r.controls_apart(b)}; the laneway step's row: "
                        f"{r.cell(f'laneway-{b}', 'drain1')} / {r.cell(f'laneway-{b}', 'drain2')} |")  # fmt: skip
         for key, desc in WORKLOADS:
             name = f"laneway-{b}-{key}"
@@ -273,8 +306,8 @@ def ordered_md(r: Results) -> list[str]:
                 if e:
                     note = f"enqueue {fmt(e)}/s with a lane each" + (f" vs {fmt(e0)}/s without" if e0 else "")
             out.append(
-                f"| {b} | {desc} | {r.cell(name, 'drain1')} | {pct(v1, base1)} | {ratio(v1, best1)} "
-                f"| {r.cell(name, 'drain2')} | {pct(v2, base2)} | {ratio(v2, best2)} | {note} |"
+                f"| {b} | {desc} | {r.cell(name, 'drain1')} | {pct(v1, base1)} | {ratio(v1, peer1)} "
+                f"| {r.cell(name, 'drain2')} | {pct(v2, base2)} | {ratio(v2, peer2)} | {note} |"
             )
     return out
 
@@ -517,7 +550,14 @@ def update_readme(body: str) -> None:
 
 
 def main() -> None:
-    modes = sys.argv[1:] or ["full", "quick"]
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap.add_argument("modes", nargs="*", metavar="MODE",
+                    help="full and/or quick (default: both; the README shows full if it has results)")  # fmt: skip
+    modes = ap.parse_args().modes or ["full", "quick"]
+    for mode in modes:
+        if mode not in ("full", "quick"):
+            ap.error(f"unknown mode {mode!r}: full or quick")
     rendered = {}
     for mode in modes:
         d = os.path.join(HERE, "results", mode)

@@ -327,7 +327,7 @@ def main() -> None:
             for backend in backends:
                 # The unordered drain again, before and after the ordered workloads: their
                 # "% of unordered" compares drains of the same minutes (the laneway step ran
-                # half an hour earlier, and this VM's speed drifts by more than the target).
+                # 10 to 30 minutes earlier, and this VM's speed drifts by more than the target).
                 before, after = CONTROLS
                 bench("laneway", ordered_mode, out_dir, phases=mode["ordered_phases"],
                       env=laneway_env(backend, hold=mode["hold_s"], label=before))  # fmt: skip
