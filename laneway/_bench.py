@@ -286,7 +286,10 @@ class Bench:
         res = self._drain("ordered", f"ordered drain, {lanes}{batch}")
         base = self.result.get("drain")
         if base and base.rate and res.rate:
-            share = f"{100 * res.rate / base.rate:.0f} % of the unordered drain"
+            if base.startup_s is None or res.startup_s is None:  # one of them counts start-up
+                share = "not compared with the unordered drain (use more --jobs)"
+            else:
+                share = f"{100 * res.rate / base.rate:.0f} % of the unordered drain"
             res.note = f"{share}; {res.note}" if res.note else share
         return res
 

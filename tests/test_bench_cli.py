@@ -72,3 +72,16 @@ def test_a_phase_finished_between_two_polls_is_timed_from_worker_start(
     assert drain is not None and drain.jobs == 20
     assert drain.rate is not None and drain.rate > 0
     assert "start-up" in drain.note
+
+
+def test_an_ordered_drain_timed_with_start_up_is_not_given_as_a_share_of_the_unordered_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from laneway import _bench
+
+    monkeypatch.setattr(_bench, "_POLL_S", 1.0)  # both drains finish before the first look
+    res = run_bench(BenchConfig(url="memory://bench-share", jobs=20, phases=["bulk", "drain", "ordered"]))
+    ordered = res.get("ordered")
+    assert ordered is not None and "start-up" in ordered.note
+    assert "% of the unordered drain" not in ordered.note
+    assert "not compared" in ordered.note
