@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import re
 import threading
@@ -20,7 +21,7 @@ from ._middleware import Envelope, ErrorReporting, Logging, Middleware, Timeout,
 from ._names import check_name, check_namespace
 from ._periodic import Schedule
 from ._records import NewJob, OnDead, Priority
-from ._task import Hooks, Options, Task
+from ._task import Hooks, Options, Task, seconds
 from ._timeouts import Watchdog
 from .backends import Backend, open_backend
 from .bus import BusMixin
@@ -75,19 +76,29 @@ class App(BusMixin):
         backend: Backend | None = None,
     ) -> None:
         self.url = url or os.environ.get(C.URL_ENV) or C.DEFAULT_URL
+        if not isinstance(self.url, str):
+            raise ConfigError(f"url must be a backend URL string, not {self.url!r}")
         self.namespace = check_namespace(namespace)
         self.name = check_name(name, "app name") if name is not None else None
         self.codec = Codec(codec)
+        if (
+            isinstance(max_payload_bytes, bool)
+            or not isinstance(max_payload_bytes, int)
+            or max_payload_bytes < 1
+        ):
+            raise ConfigError(f"max_payload_bytes must be an int of at least 1, not {max_payload_bytes!r}")
         self.max_payload_bytes = max_payload_bytes
-        self.priority_map = dict(priority_map or {})
+        self.priority_map = _check_priority_map(priority_map or {})
+        if exception_reporter is not None and not callable(exception_reporter):
+            raise ConfigError(f"exception_reporter must be callable(exc, job), not {exception_reporter!r}")
         self.exception_reporter = exception_reporter
-        self.middleware = list(middleware)
-        self.enqueue_middleware = list(enqueue_middleware)
+        self.middleware = _check_layers(middleware, "middleware")
+        self.enqueue_middleware = _check_layers(enqueue_middleware, "enqueue_middleware")
         self.default_queue = check_name(default_queue, "queue")
-        self.defaults = Options(max_attempts=max_attempts, result_ttl=result_ttl).merge()
-        self.lease_s = lease_s
-        self.backoff_s = backoff_s
-        self.backoff_max_s = backoff_max_s
+        self.defaults = Options().merge(max_attempts=max_attempts, result_ttl=result_ttl)
+        self.lease_s = seconds(lease_s, "lease_s", positive=True)
+        self.backoff_s = seconds(backoff_s, "backoff_s")
+        self.backoff_max_s = seconds(backoff_max_s, "backoff_max_s")
         self.tasks: dict[str, Task] = {}
         self.schedules: dict[str, Schedule] = {}
         self.queue_on_dead: dict[str, OnDead] = {}
@@ -148,9 +159,11 @@ class App(BusMixin):
         opts = dict(options)
         name = opts.pop("name", None) or default_task_name(target)
         hooks = Hooks(**{h: opts.pop(h) for h in list(opts) if h in Hooks.__dataclass_fields__})
-        transactional = bool(opts.pop("transactional", False))
-        backoff = opts.pop("backoff_s", self.backoff_s)
-        backoff_max = opts.pop("backoff_max_s", self.backoff_max_s)
+        transactional = opts.pop("transactional", False)
+        if not isinstance(transactional, bool):
+            raise ConfigError(f"transactional must be True or False, not {transactional!r}")
+        backoff = seconds(opts.pop("backoff_s", self.backoff_s), "backoff_s")
+        backoff_max = seconds(opts.pop("backoff_max_s", self.backoff_max_s), "backoff_max_s")
         for key in ("lane", "delay", "run_at", "unique", "connection"):
             if key in opts:
                 raise ConfigError(f"{key!r} is a per-call option: use task.options({key}=...)")
@@ -164,6 +177,10 @@ class App(BusMixin):
             backoff_max_s=backoff_max,
         )
         task.transactional = transactional
+        try:
+            task.signature = inspect.signature(target)
+        except (TypeError, ValueError):  # a builtin or an object without one: not checked
+            pass
         if task.name in self.tasks:
             raise ConfigError(f"a task named {task.name!r} is already registered")
         self.tasks[task.name] = task
@@ -183,6 +200,11 @@ class App(BusMixin):
             name = options.get("name") or default_task_name(fn)
             schedule = Schedule.parse(name, *schedule_args)
             task = self._register(fn, {**options, "name": name})
+            try:
+                self._prepare(task, [((), {})], Options())  # what each tick enqueues
+            except Exception:
+                del self.tasks[task.name]
+                raise
             self.schedules[task.name] = schedule
             return task
 
@@ -251,6 +273,8 @@ class App(BusMixin):
             or not C.PRIORITY_MIN <= priority <= C.PRIORITY_MAX
         ):
             raise ConfigError(f"priority must be an int from 0 to 255 (or a level), not {priority!r}")
+        if o.delay and o.run_at is not None:
+            raise ConfigError(f"give delay or run_at, not both (delay={o.delay:g}, run_at={o.run_at:g})")
         return {
             "task": task.name,
             "queue": queue,
@@ -274,6 +298,7 @@ class App(BusMixin):
         fields: dict[str, Any],
         job_id: str,
     ) -> NewJob:
+        task.check_args(args, kwargs)
         payload = self.codec.encode_call(args, kwargs, headers)
         if len(payload) > self.max_payload_bytes:
             raise PayloadTooLarge(
@@ -398,6 +423,29 @@ def default_task_name(target: Any) -> str:
 
 def _first(*values: Any) -> Any:
     return next(v for v in values if v is not None)
+
+
+def _check_priority_map(mapping: Mapping[int, int]) -> dict[int, int]:
+    """``priority_map`` as a dict, or ``ConfigError`` naming an entry that is not an int
+    mapped to a priority from 0 to 255."""
+    out = dict(mapping)
+    for key, level in out.items():
+        if (
+            isinstance(level, bool)
+            or not isinstance(level, int)
+            or not C.PRIORITY_MIN <= level <= C.PRIORITY_MAX
+        ):
+            raise ConfigError(f"priority_map[{key!r}] must be a priority from 0 to 255, not {level!r}")
+    return out
+
+
+def _check_layers(layers: Sequence[Middleware], what: str) -> list[Middleware]:
+    """``layers`` as a list, or ``ConfigError`` naming the first that is not callable."""
+    out = list(layers)
+    for i, layer in enumerate(out):
+        if not callable(layer):
+            raise ConfigError(f"{what}[{i}] must be callable(envelope, call_next), not {layer!r}")
+    return out
 
 
 def _unregistered(*_args: Any, **_kwargs: Any) -> None:

@@ -60,3 +60,12 @@ MESSAGE_TASK = "laneway.message"
 
 NAME_MAX_LEN = 200
 """Longest queue, lane, namespace or task name accepted."""
+
+MAX_SECONDS = 100 * 365.25 * 86_400
+"""The longest delay, timeout, TTL, lease or backoff accepted (100 years): longer ones are
+mistakes (milliseconds passed as seconds) and overflow some backends' time types."""
+MAX_EPOCH_S = 32_503_680_000.0
+"""The latest ``run_at`` accepted, in epoch seconds: 3000-01-01 00:00 UTC (later times, in
+microseconds, reach 1e17, which Redis's Lua writes in exponent form)."""
+MAX_ATTEMPTS_LIMIT = 2**31 - 1
+"""The most ``max_attempts`` a job may have (PostgreSQL stores it as an ``integer``)."""

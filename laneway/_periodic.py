@@ -10,13 +10,15 @@ missed and not replayed.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from croniter import croniter
+from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
 from ._constants import PERIODIC_GRACE_S
 from ._errors import ConfigError
+from ._task import seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,11 +36,14 @@ class Schedule:
         if cron is not None:
             if not isinstance(cron, str) or not croniter.is_valid(cron):
                 raise ConfigError(f"periodic task {name!r}: {cron!r} is not a valid cron expression")
-            return cls(name, cron, None)
-        seconds = every.total_seconds() if isinstance(every, timedelta) else every
-        if not isinstance(seconds, (int, float)) or seconds <= 0:
-            raise ConfigError(f"periodic task {name!r}: every= must be a positive interval")
-        return cls(name, None, float(seconds))
+            schedule = cls(name, cron, None)
+            try:  # valid syntax that never fires ("0 0 31 2 *") fails here, not in every worker
+                schedule.interval_s(schedule.latest_tick(time.time()))
+            except (CroniterBadDateError, CroniterBadCronError) as exc:
+                raise ConfigError(f"periodic task {name!r}: {cron!r} never fires ({exc})") from None
+            return schedule
+        every_s = seconds(every, f"periodic task {name!r}: every=", positive=True)
+        return cls(name, None, every_s)
 
     def latest_tick(self, now: float) -> float:
         """The latest tick at or before ``now`` (epoch seconds)."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from . import _constants as C
 from ._errors import ConfigError
 from ._names import check_lane, check_name
 from ._records import OnDead
@@ -47,12 +48,28 @@ class Options:
         return replace(self, **_validate(changes))
 
 
-def _seconds(value: Any, what: str) -> float:
+def seconds(value: Any, what: str, *, positive: bool = False) -> float:
+    """``value`` (a number or a ``timedelta``) as float seconds, or ``ConfigError`` naming
+    ``what``: it must be finite, from 0 (above 0 if ``positive``) to ``MAX_SECONDS``."""
     if isinstance(value, timedelta):
         value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ConfigError(f"{what} must be a non-negative number of seconds, not {value!r}")
+    # NaN fails both comparisons, so it is refused too
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (value > 0 if positive else value >= 0)
+        or not value <= C.MAX_SECONDS
+    ):
+        least = "more than 0" if positive else "0"
+        raise ConfigError(f"{what} must be a number of seconds from {least} to 100 years, not {value!r}")
     return float(value)
+
+
+def attempts(value: Any, what: str = "max_attempts") -> int:
+    """``value`` if it is an int from 1 to ``MAX_ATTEMPTS_LIMIT``, else ``ConfigError``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= C.MAX_ATTEMPTS_LIMIT:
+        raise ConfigError(f"{what} must be an int from 1 to {C.MAX_ATTEMPTS_LIMIT:,}, not {value!r}")
+    return value
 
 
 def _validate(opts: dict[str, Any]) -> dict[str, Any]:
@@ -63,19 +80,21 @@ def _validate(opts: dict[str, Any]) -> dict[str, Any]:
         out["lane"] = check_lane(out["lane"])
     for key in ("delay", "timeout", "result_ttl"):
         if out.get(key) is not None:
-            out[key] = _seconds(out[key], key)
-    if out.get("timeout") == 0:
-        raise ConfigError("timeout must be more than 0 seconds (or None for no timeout)")
+            out[key] = seconds(out[key], key, positive=key == "timeout")
     run_at = out.get("run_at")
     if isinstance(run_at, datetime):
         if run_at.tzinfo is None:
             raise ConfigError("run_at must be a timezone-aware datetime (naive times are ambiguous)")
-        out["run_at"] = run_at.timestamp()
-    elif run_at is not None and not isinstance(run_at, (int, float)):
-        raise ConfigError(f"run_at must be an aware datetime or epoch seconds, not {run_at!r}")
-    attempts = out.get("max_attempts")
-    if attempts is not None and (isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1):
-        raise ConfigError(f"max_attempts must be an int >= 1, not {attempts!r}")
+        run_at = out["run_at"] = run_at.timestamp()
+    if run_at is not None and (
+        isinstance(run_at, bool) or not isinstance(run_at, (int, float)) or not 0 <= run_at <= C.MAX_EPOCH_S
+    ):
+        raise ConfigError(
+            "run_at must be an aware datetime or epoch seconds (not milliseconds) from 1970 to 3000, "
+            f"not {run_at!r}"
+        )
+    if out.get("max_attempts") is not None:
+        attempts(out["max_attempts"])
     unique = out.get("unique")
     if unique is not None and (not isinstance(unique, str) or not unique):
         raise ConfigError(f"unique must be a non-empty string, not {unique!r}")
@@ -97,6 +116,12 @@ class Hooks:
     success: Hook | None = None
     error: Hook | None = None
     failure: Hook | None = None
+
+    def __post_init__(self) -> None:
+        for name in HOOK_NAMES:
+            hook = getattr(self, name)
+            if hook is not None and not callable(hook):
+                raise ConfigError(f"the {name} hook must be callable(job), not {hook!r}")
 
 
 @dataclass(slots=True)
@@ -176,6 +201,22 @@ class Task(_Enqueuer):
             self.takes_connection = "connection" in inspect.signature(sig_target).parameters
         except (TypeError, ValueError):
             self.takes_connection = False
+        self.signature: inspect.Signature | None = None
+        """Set by ``App.task``: enqueues are checked against it (see ``check_args``)."""
+
+    def check_args(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        """Raise ``TypeError`` naming the task if a call with ``args`` and ``kwargs`` would
+        not bind to its signature (as calling it would), so a bad call is refused at
+        enqueue instead of failing every attempt on a worker. Tasks without a signature
+        (``send_task`` of a task registered elsewhere) are not checked."""
+        if self.signature is None:
+            return
+        if self.takes_connection and "connection" not in kwargs:
+            kwargs = {**kwargs, "connection": None}  # the worker passes it
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"task {self.name}: {exc}; nothing was enqueued") from None
 
     def __repr__(self) -> str:
         return f"<Task {self.name} queue={self.opts.queue}>"

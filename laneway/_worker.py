@@ -39,7 +39,7 @@ from ._errors import ConfigError, JobTimeout
 from ._execute import AsyncLoop, Ran, Runner
 from ._names import check_name
 from ._records import JobRecord, OnDead, Outcome, Verdict
-from ._task import Options
+from ._task import Options, seconds
 
 if TYPE_CHECKING:
     from ._app import App
@@ -153,15 +153,23 @@ class Worker:
         self._runner = Runner(app, self._loop)
         if concurrency is None:
             concurrency = default_concurrency(app, self._runner)
-        if concurrency < 1 or batch < 1:
-            raise ConfigError("concurrency and batch must be at least 1")
+        for what, value in (("concurrency", concurrency), ("batch", batch)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{what} must be an int of at least 1, not {value!r}")
         self.concurrency = concurrency
         self.batch = batch
-        self.lease_s = lease_s or app.lease_s
-        self.heartbeat_s = heartbeat_s or min(C.HEARTBEAT_S, self.lease_s / 3)
-        self.sweep_s = sweep_s
-        self.grace_s = grace_s
-        self.idle_wait_s = idle_wait_s
+        self.lease_s = app.lease_s if lease_s is None else seconds(lease_s, "lease_s", positive=True)
+        if heartbeat_s is None:
+            heartbeat_s = min(C.HEARTBEAT_S, self.lease_s / 3)
+        self.heartbeat_s = seconds(heartbeat_s, "heartbeat_s", positive=True)
+        if self.heartbeat_s >= self.lease_s:
+            raise ConfigError(
+                f"heartbeat_s ({self.heartbeat_s:g}) must be well under lease_s ({self.lease_s:g}): "
+                "leases would run out between renewals"
+            )
+        self.sweep_s = seconds(sweep_s, "sweep_s", positive=True)
+        self.grace_s = seconds(grace_s, "grace_s")
+        self.idle_wait_s = seconds(idle_wait_s, "idle_wait_s", positive=True)
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.listeners = [*app.listeners, *([listener] if listener is not None else [])]
         self.periodic = periodic
@@ -538,14 +546,17 @@ class Worker:
     def _tick_schedules(self) -> None:
         now = self.app.backend.now()
         for name, schedule in self.app.schedules.items():
-            tick = schedule.due_tick(now)
-            if tick is None or tick <= self._last_ticks.get(name, float("-inf")):
-                continue
-            self._last_ticks[name] = tick
-            task = self.app.tasks[name]
-            job = self.app._prepare(task, [((), {})], Options())[0]
-            if self.app.backend.claim_tick(name, tick, job):
-                log.info("periodic %s: enqueued tick %s", name, tick)
+            try:  # one schedule that fails (a backend error, say) does not hold up the others
+                tick = schedule.due_tick(now)
+                if tick is None or tick <= self._last_ticks.get(name, float("-inf")):
+                    continue
+                task = self.app.tasks[name]
+                job = self.app._prepare(task, [((), {})], Options())[0]
+                if self.app.backend.claim_tick(name, tick, job):
+                    log.info("periodic %s: enqueued tick %s", name, tick)
+                self._last_ticks[name] = tick
+            except Exception:  # noqa: BLE001 - logged; the next round tries this tick again
+                self._log_failure(f"periodic {name}")
 
     # --- life cycle ------------------------------------------------------------------------------
 

@@ -229,3 +229,17 @@ def test_os_environ_url_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LANEWAY_URL")
     assert laneway.App().url == "sqlite:///laneway.db"
     assert os.environ.get("LANEWAY_URL") is None
+
+
+def test_the_latest_run_at_and_longest_delay_accepted_are_stored_and_listed(app: laneway.App) -> None:
+    from laneway._constants import MAX_EPOCH_S, MAX_SECONDS
+
+    @app.task(name="far")
+    def far() -> None: ...
+
+    jobs = [far.options(run_at=MAX_EPOCH_S).enqueue(), far.options(delay=MAX_SECONDS).enqueue()]
+    for job in jobs:
+        got = app.get_job(job.id)
+        assert got is not None and got.status is laneway.Status.SCHEDULED
+    assert {j.id for j in app.backend.list_jobs()} == {j.id for j in jobs}
+    assert app.backend.claim(["default"], worker="w", limit=2, lease_s=30) == []

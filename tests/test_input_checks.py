@@ -1,0 +1,216 @@
+"""Bad settings and calls are refused where they are made, with an error naming them, and
+nothing is enqueued; values at the edges of what is accepted round-trip on every backend
+(``tests/conformance/test_robustness.py``)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import laneway
+
+
+@pytest.fixture
+def app() -> Iterator[laneway.App]:
+    a = laneway.App(f"memory://input-checks-{time.monotonic_ns()}")
+    yield a
+
+
+def _nothing_enqueued(app: laneway.App) -> None:
+    assert app.backend.list_jobs() == []
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"run_at": time.time() * 1000}, "run_at"),  # milliseconds for seconds
+        ({"run_at": -1e20}, "run_at"),
+        ({"run_at": math.nan}, "run_at"),
+        ({"run_at": math.inf}, "run_at"),
+        ({"run_at": True}, "run_at"),
+        ({"delay": math.nan}, "delay"),
+        ({"delay": math.inf}, "delay"),
+        ({"delay": 1e13}, "delay"),
+        ({"timeout": math.nan}, "timeout"),
+        ({"timeout": math.inf}, "timeout"),
+        ({"result_ttl": math.nan}, "result_ttl"),
+        ({"max_attempts": 10**12}, "max_attempts"),
+    ],
+)
+def test_an_option_out_of_range_is_refused_and_nothing_is_enqueued(
+    app: laneway.App, options: dict[str, Any], named: str
+) -> None:
+    @app.task
+    def t() -> None: ...
+
+    with pytest.raises(laneway.ConfigError, match=named):
+        t.options(**options).enqueue()
+    _nothing_enqueued(app)
+
+
+def test_delay_and_run_at_together_are_refused(app: laneway.App) -> None:
+    @app.task
+    def t() -> None: ...
+
+    with pytest.raises(laneway.ConfigError, match="delay or run_at"):
+        t.options(delay=3600, run_at=time.time()).enqueue()
+    _nothing_enqueued(app)
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"max_attempts": "3"}, "max_attempts"),
+        ({"result_ttl": -1}, "result_ttl"),
+        ({"lease_s": -5}, "lease_s"),
+        ({"lease_s": 0}, "lease_s"),
+        ({"lease_s": "60"}, "lease_s"),
+        ({"backoff_s": "x"}, "backoff_s"),
+        ({"backoff_max_s": -5}, "backoff_max_s"),
+        ({"max_payload_bytes": "1MB"}, "max_payload_bytes"),
+        ({"max_payload_bytes": -1}, "max_payload_bytes"),
+        ({"priority_map": {1: 999}}, "priority_map"),
+        ({"middleware": [5]}, r"middleware\[0\]"),
+        ({"enqueue_middleware": [object()]}, r"enqueue_middleware\[0\]"),
+        ({"exception_reporter": 5}, "exception_reporter"),
+    ],
+)
+def test_an_app_setting_out_of_range_is_refused_when_the_app_is_made(
+    settings: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(laneway.ConfigError, match=named):
+        laneway.App("memory://never-used", **settings)
+
+
+def test_an_app_url_that_is_not_a_string_is_refused() -> None:
+    with pytest.raises(laneway.ConfigError, match="url"):
+        laneway.App(123)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"backoff_s": "x"}, "backoff_s"),
+        ({"backoff_max_s": -5}, "backoff_max_s"),
+        ({"before": 5}, "before"),
+        ({"success": "nope"}, "success"),
+        ({"transactional": "no"}, "transactional"),
+        ({"max_attempts": 0}, "max_attempts"),
+    ],
+)
+def test_a_task_option_out_of_range_is_refused_when_the_task_is_registered(
+    app: laneway.App, options: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(laneway.ConfigError, match=named):
+
+        @app.task(**options)
+        def t() -> None: ...
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"batch": 2.5}, "batch"),
+        ({"batch": 0}, "batch"),
+        ({"concurrency": "4"}, "concurrency"),
+        ({"concurrency": 2.5}, "concurrency"),
+        ({"lease_s": -1}, "lease_s"),
+        ({"lease_s": 2, "heartbeat_s": 10}, "heartbeat_s"),
+        ({"heartbeat_s": -1}, "heartbeat_s"),
+        ({"idle_wait_s": "x"}, "idle_wait_s"),
+        ({"sweep_s": 0}, "sweep_s"),
+    ],
+)
+def test_a_worker_setting_out_of_range_is_refused_when_the_worker_is_made(
+    app: laneway.App, settings: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(laneway.ConfigError, match=named):
+        app.worker(**settings)
+
+
+def test_a_call_that_does_not_fit_the_task_is_refused_at_enqueue(app: laneway.App) -> None:
+    @app.task(name="resize")
+    def resize(x: int, width: int = 1) -> None: ...
+
+    for args, kwargs in [((1, 2, 3), {}), ((), {}), ((1,), {"colour": "red"}), ((1,), {"delay": 60})]:
+        with pytest.raises(TypeError, match="task resize"):
+            resize.enqueue(*args, **kwargs)
+    with pytest.raises(TypeError, match="task resize"):
+        resize.enqueue_many([((1,), {}), ((1, 2, 3), {})])
+    _nothing_enqueued(app)
+    resize.enqueue(1, width=2)
+    assert len(app.backend.list_jobs()) == 1
+
+
+def test_a_class_task_is_checked_against_its_constructor(app: laneway.App) -> None:
+    @app.task(name="report")
+    class Report:
+        def __init__(self, day: str) -> None:
+            self.day = day
+
+        def process(self) -> None: ...
+
+    with pytest.raises(TypeError, match="task report"):
+        Report.enqueue()
+    Report.enqueue("monday")
+
+
+def test_a_transactional_task_is_checked_without_the_connection_the_worker_passes(app: laneway.App) -> None:
+    @app.task(name="tx", transactional=True)
+    def tx(order: int, *, connection: Any) -> None: ...
+
+    tx.enqueue(1)
+    with pytest.raises(TypeError, match="task tx"):
+        tx.enqueue()
+
+
+def test_send_task_of_a_task_registered_elsewhere_is_not_checked(app: laneway.App) -> None:
+    app.send_task("elsewhere.task", (1, 2, 3), {"any": "thing"})
+    assert len(app.backend.list_jobs()) == 1
+
+
+@pytest.mark.parametrize(
+    ("schedule", "options", "error", "named"),
+    [
+        ({"cron": "0 0 31 2 *"}, {}, laneway.ConfigError, "never fires"),
+        ({"every": math.nan}, {}, laneway.ConfigError, "every"),
+        ({"every": math.inf}, {}, laneway.ConfigError, "every"),
+        ({"every": 1}, {"priority": 999}, laneway.ConfigError, "priority"),
+    ],
+)
+def test_a_schedule_that_cannot_work_is_refused_when_it_is_registered(
+    app: laneway.App, schedule: dict[str, Any], options: dict[str, Any], error: type[Exception], named: str
+) -> None:
+    with pytest.raises(error, match=named):
+        app.periodic(schedule.get("cron"), every=schedule.get("every"), **options)(lambda: None)
+    assert app.schedules == {} and app.tasks == {}
+
+
+def test_a_periodic_task_that_needs_arguments_is_refused_when_it_is_registered(app: laneway.App) -> None:
+    def needs(x: int) -> None: ...
+
+    with pytest.raises(TypeError, match="needs"):
+        app.periodic(every=1, name="needs")(needs)
+    assert app.schedules == {} and app.tasks == {}
+
+
+def test_a_schedule_that_fails_to_enqueue_does_not_hold_up_the_others(
+    app: laneway.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app.periodic(every=1, name="a_first")(lambda: None)
+    app.periodic(every=1, name="b_second")(lambda: None)
+    real = app.backend.claim_tick
+
+    def claim_tick(name: str, tick: float, job: Any) -> bool:
+        if name == "a_first":
+            raise RuntimeError("the backend refused this one")
+        return real(name, tick, job)
+
+    monkeypatch.setattr(app.backend, "claim_tick", claim_tick)
+    app.worker()._tick_schedules()
+    assert [j.task for j in app.backend.list_jobs()] == ["b_second"]
