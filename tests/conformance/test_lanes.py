@@ -207,3 +207,22 @@ def test_rule5_burst_worker_returns_when_nothing_is_due(app: laneway.App) -> Non
     n.options(delay=60).enqueue()
     stats = drain(app, concurrency=2)
     assert stats.succeeded == 5
+
+
+def test_rule2_a_claim_of_thousands_of_one_lanes_jobs_is_leased_and_finished_whole(
+    app: laneway.App, backend: Backend
+) -> None:
+    from laneway._records import Outcome, Verdict
+
+    @app.task(name="deep", queue="messages")
+    def deep(i: int) -> None: ...
+
+    n = 5_000  # Redis: more values than Lua's unpack takes in one call
+    deep.options(lane="deep").enqueue_many([((i,), {}) for i in range(n)])
+    recs = backend.claim(["messages"], worker="w", limit=n, batch=n, lease_s=30)
+    assert len(recs) == n and len({r.token for r in recs}) == 1
+    assert backend.extend([recs[0].token], 30) == [True]
+    assert backend.finish([Outcome(r.id, r.token, Verdict.SUCCEEDED) for r in recs]) == [True] * n
+    assert backend.claim(["messages"], worker="w", limit=1, lease_s=30) == []
+    stats = {s.queue: s for s in backend.stats()}
+    assert stats["messages"].running == 0 and stats["messages"].queued == 0

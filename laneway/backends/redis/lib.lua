@@ -52,6 +52,17 @@ local FIELDS = {'k', 'q', 'l', 'p', 'P', 's', 'a', 'm', 'o', 'u', 'x', 'B', 'e',
                 'f', 'R', 'E', 'T'}
 
 local function jkey(id) return P .. 'j:' .. id end
+
+-- redis.call(cmd, key, ...) with the items of list spread over calls of SPREAD items at most:
+-- Lua's unpack fails past about 8,000 values, and a script that fails halfway keeps the
+-- writes it made (a claim of 5,000 jobs would leave them running with no lease). SPREAD is
+-- even, so field/value pairs stay together.
+local SPREAD = 1000
+local function call_spread(cmd, key, list)
+  for i = 1, #list, SPREAD do
+    redis.call(cmd, key, unpack(list, i, math.min(i + SPREAD - 1, #list)))
+  end
+end
 local function lkey(q, lane) return P .. 'l:' .. q .. '|' .. lane end
 
 local COUNTS = {}
@@ -191,7 +202,7 @@ local function settle_leases()
   for _, c in ipairs(LEAVING_ORDER) do
     local e = LEAVING[c]
     local k = P .. 'k:' .. c
-    redis.call('HDEL', k, unpack(e.ids))
+    call_spread('HDEL', k, e.ids)
     local fields = redis.call('HGETALL', k)
     local still, jobs = {}, 0
     for i = 1, #fields, 2 do
@@ -309,7 +320,8 @@ local function claim_jobs(worker, limit, batch, max_lanes, lease_us, promote_max
   end
 
   if taken > 0 then
-    redis.call('HSET', P .. 'k:' .. c, 'w', worker, unpack(lease))
+    redis.call('HSET', P .. 'k:' .. c, 'w', worker)
+    call_spread('HSET', P .. 'k:' .. c, lease)
     redis.call('ZADD', P .. 'K', NOW + lease_us, c)
   end
   return {c or 0, NOW, next_due, lanes, rows}
