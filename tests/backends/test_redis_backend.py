@@ -252,3 +252,11 @@ def test_a_url_option_redis_py_does_not_take_is_refused_when_the_backend_is_made
 ) -> None:
     with pytest.raises(laneway.ConfigError, match=named):
         RedisBackend(url, namespace="never-used")
+
+
+@pytest.mark.parametrize("namespace", ["x*", "a:b", "Caps", ""])
+def test_a_namespace_that_is_not_a_plain_name_is_refused_so_its_scan_cannot_match_others(
+    namespace: str,
+) -> None:
+    with pytest.raises(laneway.ConfigError, match="namespace"):
+        RedisBackend("redis://127.0.0.1:6379/0", namespace=namespace)

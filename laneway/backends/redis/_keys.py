@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from redis.crc import key_slot
 
 from ..._errors import ConfigError
+from ..._names import check_namespace
 from ..._records import NewJob
 
 MAX_SHARDS = 1024
@@ -74,7 +75,9 @@ class Layout:
     def __init__(self, namespace: str, shards: int) -> None:
         if not 1 <= shards <= MAX_SHARDS:
             raise ConfigError(f"shards must be from 1 to {MAX_SHARDS}, not {shards}")
-        self.namespace = namespace
+        # checked here too, not only by App: the SCAN pattern of "x*" would match (and
+        # drop_namespace delete) the keys of every namespace starting with "x"
+        self.namespace = check_namespace(namespace)
         self.n = shards
         self.shards = [Shard(k, f"{namespace}:{{{shard_tag(k, shards)}}}:") for k in range(shards)]
         self.config_key = f"{namespace}:config"
