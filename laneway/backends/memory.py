@@ -208,6 +208,8 @@ class MemoryBackend(Backend):
             raise ConfigError("memory:// has no transactions: connection= is for SQL backends")
         with self._lock:
             now = self._clock()
+            if any(new.lane is not None for new in jobs):
+                self._promote(now)  # due delayed jobs join their lanes before these do
             results = []
             for new in jobs:
                 if new.id in self._jobs:

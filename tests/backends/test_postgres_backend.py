@@ -19,6 +19,7 @@ from laneway import ConfigError, Status
 from laneway._records import JobRecord, NewJob, OnDead, Outcome, Verdict
 from laneway.backends import Backend
 from laneway.backends.postgres import PostgresBackend, _schema
+from laneway.backends.postgres._rows import ENQUEUE_ARGS, enqueue_params
 from tests.conftest import POSTGRES_URL, drop_backend, fresh_namespace, make_backend
 
 
@@ -452,7 +453,10 @@ def test_lanes_claimed_before_the_upgrade_to_set_based_lanes_finish_after_it(pg:
     claimed by the old functions is finished by the new ones, and its lanes move on."""
     _rewind(pg, 3)
     assert pg.schema_version() == 3
-    pg.enqueue([a1 := new_job(lane="a"), b1 := new_job(lane="b"), a2 := new_job(lane="a")])
+    jobs = [a1 := new_job(lane="a"), b1 := new_job(lane="b"), a2 := new_job(lane="a")]
+    old_enqueue = sql.SQL(f"SELECT {{}}.enqueue({ENQUEUE_ARGS}, true)").format(sql.Identifier(pg.schema))
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:  # as a laneway of version 3 sent them
+        conn.execute(old_enqueue, enqueue_params(jobs))
     claimed = pg.claim(["q"], worker="w", limit=3, lease_s=30)
     assert [r.id for r in claimed] == [a1.id, b1.id]
     assert pg.migrate() == [m.version for m in _schema.migrations() if m.version > 3]

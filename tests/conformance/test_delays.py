@@ -44,6 +44,19 @@ def test_rule4_delayed_job_joins_its_lane_when_due_not_when_sent(backend: Backen
     assert [laneway.Job(app, r.id, record=r).args[0] for r in got] == ["now"]
 
 
+def test_rule4_a_delayed_job_due_before_a_later_send_runs_first_though_no_claim_ran_between(
+    backend: Backend, app: laneway.App
+) -> None:
+    @app.task(name="d")
+    def d(tag: str) -> None: ...
+
+    d.options(lane="x", delay=0.2).enqueue("due first")
+    time.sleep(0.4)  # it comes due with every worker busy elsewhere: nothing promotes it
+    d.options(lane="x").enqueue("sent after")
+    got = backend.claim(["default"], worker="w", limit=5, batch=5, lease_s=30)
+    assert [laneway.Job(app, r.id, record=r).args[0] for r in got] == ["due first", "sent after"]
+
+
 def test_rule4_a_waiting_worker_notices_a_delayed_job_coming_due(app: laneway.App, workers: Workers) -> None:
     ran: list[float] = []
 

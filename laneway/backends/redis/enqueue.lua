@@ -6,6 +6,8 @@ ARGV  [1] wake channel prefix ('' = wake lists), [2] periodic schedule name ('' 
       [3] its tick, then 13 per job: id, task, queue, lane (''), priority, payload,
       max_attempts, timeout_s (''), unique (''), result_ttl_us, on_dead_block ('1'/''),
       delay_us, run_at_us ('' = now + delay).
+Before the first laned job of a queue joins its lane, the queue's due delayed jobs are
+promoted (as a claim would): a delayed job that came due before this send goes first.
 Returns one entry per job: 1 when stored, else the id of the pending job holding its
 unique key (or the job's own id when a job with that id is stored already: a repeated
 call after a lost reply stores nothing twice). With a tick: {0} when the tick was
@@ -20,6 +22,7 @@ if tick_name ~= '' then
 end
 
 local out = {}
+local promoted = {}  -- queues whose due jobs were promoted by this call
 local order = redis.call('HINCRBY', KEYS[1], 'i', (#ARGV - 3) / 13) - (#ARGV - 3) / 13
 for i = 4, #ARGV, 13 do
   local id, q, lane, uniq = ARGV[i], ARGV[i + 2], ARGV[i + 3], ARGV[i + 8]
@@ -44,6 +47,10 @@ for i = 4, #ARGV, 13 do
     if ARGV[i + 10] == '1' then f[#f + 1] = 'B'; f[#f + 1] = '1' end
     local seq
     if status == 'Q' then
+      if lane and not promoted[q] then
+        promoted[q] = true
+        promote(q, PROMOTE_ON_SEND)
+      end
       seq = next_seq()
       f[#f + 1] = 'n'; f[#f + 1] = seq
     end

@@ -76,7 +76,11 @@ def release_lane(conn: sqlite3.Connection, sql: Sql, token: int, queue: str, key
 
 def enqueue(conn: sqlite3.Connection, sql: Sql, now: float, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
     """Store ``jobs`` (ids and unique keys checked, seqs in list order); see
-    ``Backend.enqueue``. A job whose id is already stored is not stored again."""
+    ``Backend.enqueue``. A job whose id is already stored is not stored again. Due delayed
+    jobs are promoted first when a job has a lane, so one that came due before this send
+    goes before it in its lane."""
+    if any(new.lane is not None for new in jobs):
+        promote(conn, sql, now)
     results: list[EnqueueResult] = []
     stored: list[tuple[NewJob, float, bool]] = []
     claimed_keys: dict[str, str] = {}
