@@ -9,7 +9,7 @@ import click
 
 from .. import _constants as C
 from .._errors import LanewayError
-from ._common import console, emit_json, err_console
+from ._common import COUNT, LOG_LEVEL, POSITIVE_SECONDS, console, emit_json, err_console
 
 if TYPE_CHECKING:  # imported when the command runs: every ``laneway`` start-up would pay for them
     from rich.progress import Progress, TaskID
@@ -73,21 +73,43 @@ def _table(result: BenchResult) -> Table:
               help=f"Backend URL to measure (or ${C.URL_ENV}).")  # fmt: skip
 @click.option("--namespace", "-n", default="laneway-bench", show_default=True,
               help="Namespace the bench jobs live in (kept apart from your app's).")  # fmt: skip
-@click.option("--jobs", "-j", default=5000, show_default=True, help="Jobs per phase.")
+@click.option("--jobs", "-j", type=COUNT, default=5000, show_default=True, help="Jobs per phase.")
 @click.option("--lanes", default="100", show_default=True,
               help="Lanes of the ordered phase: a number, or 'unique' for one lane per job.")  # fmt: skip
-@click.option("--processes", "-p", default=1, show_default=True, help="Worker processes for the drains.")
 @click.option(
-    "--concurrency", "-c", default=C.CONCURRENCY, show_default=True, help="Slots per worker process."
+    "--processes", "-p", type=COUNT, default=1, show_default=True, help="Worker processes for the drains."
 )
-@click.option("--batch", default=1, show_default=True, help="Consecutive jobs of one lane per claim.")
-@click.option("--latency-samples", default=200, show_default=True, help="Jobs timed for pickup latency.")
+@click.option(
+    "--concurrency",
+    "-c",
+    type=COUNT,
+    default=C.CONCURRENCY,
+    show_default=True,
+    help="Slots per worker process.",
+)
+@click.option(
+    "--batch", type=COUNT, default=1, show_default=True, help="Consecutive jobs of one lane per claim."
+)
+@click.option(
+    "--latency-samples", type=COUNT, default=200, show_default=True, help="Jobs timed for pickup latency."
+)
 @click.option("--phases", default=",".join(PHASES), show_default=True, help="Comma-separated phases to run.")
 @click.option(
-    "--timeout", "timeout_s", default=300.0, show_default=True, help="Seconds before a drain is cut."
+    "--timeout",
+    "timeout_s",
+    type=POSITIVE_SECONDS,
+    default=300.0,
+    show_default=True,
+    help="Seconds before a drain is cut.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
-@click.option("--log-level", default="ERROR", show_default=True, help="Level of laneway's own log lines.")
+@click.option(
+    "--log-level",
+    type=LOG_LEVEL,
+    default="ERROR",
+    show_default=True,
+    help="Level of laneway's own log lines.",
+)
 def bench_command(
     url: str, namespace: str, jobs: int, lanes: str, processes: int, concurrency: int, batch: int,
     latency_samples: int, phases: str, timeout_s: float, as_json: bool, log_level: str,

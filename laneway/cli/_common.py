@@ -25,6 +25,14 @@ console = Console(width=_WIDTH)
 err_console = Console(stderr=True)
 
 
+COUNT = click.IntRange(min=1)
+"""A count of at least 1 (jobs, slots, processes, batch sizes)."""
+SECONDS = click.FloatRange(min=0)
+POSITIVE_SECONDS = click.FloatRange(min=0, min_open=True)
+LOG_LEVEL = click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False)
+PORT = click.IntRange(0, 65535)
+
+
 def load_app(ref: str) -> App:
     """Import ``module:attribute`` (attribute defaults to ``app``) from the current directory."""
     module_name, _, attr = ref.partition(":")
@@ -61,10 +69,16 @@ def json_option(fn: F) -> F:
 
 
 def open_app(url: str, namespace: str) -> App:
+    """The app of ``url`` and ``namespace`` with its backend open: a bad URL or namespace
+    is a usage error, a backend that cannot be reached a one-line error (no traceback)."""
     try:
-        return App(url, namespace=namespace)
+        app = App(url, namespace=namespace)
+        app.backend  # noqa: B018 - opened here, so its errors are reported here
     except LanewayError as exc:
         raise click.BadParameter(str(exc)) from exc
+    except Exception as exc:
+        raise click.ClickException(f"cannot open the backend: {type(exc).__name__}: {exc}") from exc
+    return app
 
 
 def to_jsonable(value: Any) -> Any:

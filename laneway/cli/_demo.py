@@ -10,19 +10,33 @@ import uuid
 import click
 
 from .._demo import RunConfig, print_result, run
-from ._common import F, console
+from .._errors import ConfigError
+from ._common import COUNT, POSITIVE_SECONDS, F, console
 
 
 def _run_options(fn: F) -> F:
     for opt in reversed(
         [
-            click.option("--jobs", default=5000, show_default=True, help="Jobs to enqueue."),
-            click.option("--lanes", default=100, show_default=True, help="Lanes the jobs are spread over."),
-            click.option("--workers", default=3, show_default=True, help="Worker processes."),
+            click.option("--jobs", type=COUNT, default=5000, show_default=True, help="Jobs to enqueue."),
             click.option(
-                "--concurrency", "-c", default=8, show_default=True, help="Slots per worker process."
+                "--lanes", type=COUNT, default=100, show_default=True, help="Lanes the jobs are spread over."
             ),
-            click.option("--work-ms", default=1.0, show_default=True, help="Average time one job takes."),
+            click.option("--workers", type=COUNT, default=3, show_default=True, help="Worker processes."),
+            click.option(
+                "--concurrency",
+                "-c",
+                type=COUNT,
+                default=8,
+                show_default=True,
+                help="Slots per worker process.",
+            ),
+            click.option(
+                "--work-ms",
+                type=click.FloatRange(0, 60_000),
+                default=1.0,
+                show_default=True,
+                help="Average time one job takes.",
+            ),
         ]
     ):
         fn = opt(fn)
@@ -32,7 +46,10 @@ def _run_options(fn: F) -> F:
 def _run_and_judge(cfg: RunConfig, scratch_dir: str | None = None) -> None:
     """Run, print the verdict, remove the run's files; exit 1 if the history broke a promise."""
     try:
-        result = run(cfg, console)
+        try:
+            result = run(cfg, console)
+        except ConfigError as exc:  # a bad --url: the backend is opened by the run
+            raise click.BadParameter(str(exc), param_hint="'--url'") from None
         print_result(result, console)
     finally:
         shutil.rmtree(cfg.history_dir, ignore_errors=True)
@@ -72,9 +89,24 @@ def demo_command(
 @click.command("chaos")
 @click.option("--url", envvar="LANEWAY_URL", required=True, help="Backend URL to test.")
 @_run_options
-@click.option("--kills", default=30, show_default=True, help="Workers to kill with SIGKILL during the run.")
-@click.option("--kill-every", default=0.5, show_default=True, help="Seconds between kills.")
-@click.option("--lease", "lease_s", default=2.0, show_default=True, help="Lease of the workers, seconds.")
+@click.option(
+    "--kills",
+    type=click.IntRange(min=0),
+    default=30,
+    show_default=True,
+    help="Workers to kill with SIGKILL during the run.",
+)
+@click.option(
+    "--kill-every", type=POSITIVE_SECONDS, default=0.5, show_default=True, help="Seconds between kills."
+)
+@click.option(
+    "--lease",
+    "lease_s",
+    type=POSITIVE_SECONDS,
+    default=2.0,
+    show_default=True,
+    help="Lease of the workers, seconds.",
+)
 def chaos_command(
     url: str,
     jobs: int,

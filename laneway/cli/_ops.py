@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import click
 
 from .._records import JobRecord, Status
-from ._common import backend_options, console, emit_json, json_option, open_app, table
+from ._common import COUNT, backend_options, console, emit_json, json_option, open_app, table
 
 
 def _when(ts: float | None) -> str:
@@ -126,7 +126,7 @@ def jobs_group() -> None:
 @click.option("--status", type=click.Choice([s.value for s in Status]), default=None)
 @click.option("--queue", default=None)
 @click.option("--lane", default=None)
-@click.option("--limit", default=50, show_default=True)
+@click.option("--limit", type=COUNT, default=50, show_default=True)
 def jobs_list(
     url: str,
     namespace: str,
@@ -196,7 +196,7 @@ def dead_group() -> None:
 @backend_options
 @json_option
 @click.option("--queue", default=None)
-@click.option("--limit", default=50, show_default=True)
+@click.option("--limit", type=COUNT, default=50, show_default=True)
 def dead_list(url: str, namespace: str, as_json: bool, queue: str | None, limit: int) -> None:
     """Dead jobs, newest first."""
     _list(url, namespace, "dead", queue, None, limit, as_json, "dead jobs")

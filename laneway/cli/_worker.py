@@ -7,9 +7,11 @@ import logging
 import click
 
 from .. import _constants as C
+from .._errors import ConfigError
+from .._names import check_name
 from .._supervisor import Supervisor
 from .._worker import Worker
-from ._common import load_app
+from ._common import COUNT, LOG_LEVEL, PORT, POSITIVE_SECONDS, SECONDS, load_app
 
 
 @click.command("worker")
@@ -18,7 +20,7 @@ from ._common import load_app
 @click.option(
     "-c",
     "--concurrency",
-    type=int,
+    type=COUNT,
     default=None,
     help=(
         f"Slots (jobs held at once) per process. [default: {C.CONCURRENCY}, or {C.CONCURRENCY_ASYNC}"
@@ -26,22 +28,31 @@ from ._common import load_app
     ),
 )
 @click.option(
-    "-p", "--processes", default=1, show_default=True, help="Worker processes, restarted if they die."
+    "-p",
+    "--processes",
+    type=COUNT,
+    default=1,
+    show_default=True,
+    help="Worker processes, restarted if they die.",
 )
-@click.option("--batch", default=1, show_default=True, help="Consecutive jobs taken per claimed lane.")
-@click.option("--lease", "lease_s", type=float, default=None, help="Lease in seconds (default: the app's).")
+@click.option(
+    "--batch", type=COUNT, default=1, show_default=True, help="Consecutive jobs taken per claimed lane."
+)
+@click.option(
+    "--lease", "lease_s", type=POSITIVE_SECONDS, default=None, help="Lease in seconds (default: the app's)."
+)
 @click.option(
     "--grace",
     "grace_s",
-    type=float,
+    type=SECONDS,
     default=C.GRACE_S,
     show_default=True,
     help="Seconds running jobs get after SIGTERM.",
 )
 @click.option("--burst", is_flag=True, help="Exit once nothing is due and nothing is running.")
-@click.option("--log-level", default="INFO", show_default=True)
+@click.option("--log-level", type=LOG_LEVEL, default="INFO", show_default=True)
 @click.option(
-    "--metrics-port", type=int, default=None, help="Serve Prometheus metrics from this port (-p N: N ports)."
+    "--metrics-port", type=PORT, default=None, help="Serve Prometheus metrics from this port (-p N: N ports)."
 )
 @click.option("--metrics-addr", default="127.0.0.1", show_default=True, help="Address of the metrics server.")
 @click.option("--child", is_flag=True, hidden=True)
@@ -69,21 +80,29 @@ def worker_command(
     """
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = load_app(app_ref)
+    for queue in queues.split(","):
+        try:
+            check_name(queue, "queue")
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc), param_hint="'-q' / '--queues'") from None
     if child or burst:
         if metrics_port is not None:
             from .._metrics import instrument, start_metrics_server
 
             instrument(app)
             start_metrics_server(metrics_port, metrics_addr, tries=processes)
-        w = Worker(
-            app,
-            queues,
-            concurrency=concurrency,
-            batch=batch,
-            lease_s=lease_s,
-            grace_s=grace_s,
-            worker_id=worker_id,
-        )
+        try:
+            w = Worker(
+                app,
+                queues,
+                concurrency=concurrency,
+                batch=batch,
+                lease_s=lease_s,
+                grace_s=grace_s,
+                worker_id=worker_id,
+            )
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from None
         stats = w.run(burst=burst)
         logging.getLogger("laneway.worker").info("worker %s stopped: %s", w.id, stats)
         return

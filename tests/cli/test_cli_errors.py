@@ -1,0 +1,60 @@
+"""Bad command-line input ends the command at once with a one-line error and exit code 2
+(a backend that cannot be reached: exit code 1), never a traceback or a supervisor that
+restarts children which cannot start."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+APP = textwrap.dedent(
+    """
+    import laneway
+    app = laneway.App("memory://cli-errors")
+
+    @app.task(name="t")
+    def t() -> None: ...
+    """
+)
+
+
+def _laneway(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "cliapp.py").write_text(APP)
+    return subprocess.run(
+        [sys.executable, "-m", "laneway", *args], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["worker", "cliapp:app", "-c", "0"], "--concurrency"),
+        (["worker", "cliapp:app", "-p", "0"], "--processes"),
+        (["worker", "cliapp:app", "--batch", "0", "--burst"], "--batch"),
+        (["worker", "cliapp:app", "-q", "bad queue", "-p", "2"], "--queues"),
+        (["worker", "cliapp:app", "--log-level", "LOUD"], "--log-level"),
+        (["worker", "cliapp:app", "--metrics-port", "99999"], "--metrics-port"),
+        (["worker", "cliapp:app", "--lease", "0"], "--lease"),
+        (["stats", "--url", "bogus://x"], "unknown backend URL scheme"),
+        (["jobs", "list", "--url", "memory://x", "--limit", "-1"], "--limit"),
+        (["demo", "--jobs", "0"], "--jobs"),
+        (["demo", "--url", "bogus://x"], "--url"),
+        (["bench", "--url", "memory://x", "--latency-samples", "0"], "--latency-samples"),
+    ],
+)
+def test_bad_input_is_a_one_line_usage_error(tmp_path: Path, args: list[str], named: str) -> None:
+    res = _laneway(tmp_path, *args)
+    assert res.returncode == 2, res.stderr
+    assert named in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_a_backend_that_cannot_be_reached_is_a_one_line_error(tmp_path: Path) -> None:
+    res = _laneway(tmp_path, "jobs", "list", "--url", "redis://127.0.0.1:1/0")  # nothing listens on port 1
+    assert res.returncode == 1, res.stderr
+    assert "cannot open the backend" in res.stderr
+    assert "Traceback" not in res.stderr
