@@ -21,7 +21,7 @@ from ._middleware import Envelope, ErrorReporting, Logging, Middleware, Timeout,
 from ._names import check_name, check_namespace
 from ._periodic import Schedule
 from ._records import NewJob, OnDead, Priority
-from ._task import Hooks, Options, Task, seconds
+from ._task import Hooks, Options, Task, call_pair, seconds
 from ._timeouts import Watchdog
 from .backends import Backend, open_backend
 from .bus import BusMixin
@@ -151,13 +151,21 @@ class App(BusMixin):
         writes and its completion commit together or not at all), and the hooks ``enqueue``, ``before``, ``after``,
         ``success``, ``error``, ``failure`` (each ``callable(job)``; ``error(job, exc)``).
         """
+        _not_reserved(options.get("name"))
         if target is not None:
             return self._register(target, options)
         return lambda fn: self._register(fn, options)
 
     def _register(self, target: Any, options: dict[str, Any]) -> Task:
+        if not callable(target):
+            raise TypeError(
+                f"app.task takes a function or a class, not {target!r:.100} (options go by keyword: "
+                "@app.task(name=...))"
+            )
         opts = dict(options)
-        name = opts.pop("name", None) or default_task_name(target)
+        name = opts.pop("name", None)
+        if name is None:
+            name = default_task_name(target)
         hooks = Hooks(**{h: opts.pop(h) for h in list(opts) if h in Hooks.__dataclass_fields__})
         transactional = opts.pop("transactional", False)
         if not isinstance(transactional, bool):
@@ -177,6 +185,7 @@ class App(BusMixin):
             backoff_max_s=backoff_max,
         )
         task.transactional = transactional
+        self._resolve(task, Options())  # its priority, mapped: refused now, not at the first enqueue
         try:
             task.signature = inspect.signature(target)
         except (TypeError, ValueError):  # a builtin or an object without one: not checked
@@ -195,6 +204,7 @@ class App(BusMixin):
         ticks missed while no worker ran are not replayed. Takes the options of ``task``.
         """
         schedule_args = (cron, every)
+        _not_reserved(options.get("name"))
 
         def register(fn: Callable[..., Any]) -> Task:
             name = options.get("name") or default_task_name(fn)
@@ -230,6 +240,7 @@ class App(BusMixin):
         self, name: str, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
     ) -> Job:
         """Enqueue a call of task ``name`` without importing it (it runs where registered)."""
+        args, kwargs = call_pair((args, {} if kwargs is None else kwargs))
         task = self.tasks.get(name) or Task(
             self,
             _unregistered,
@@ -340,6 +351,8 @@ class App(BusMixin):
 
     def get_job(self, job_id: str) -> Job | None:
         """The job with ``job_id``, or None if there is none."""
+        if not isinstance(job_id, str):
+            raise TypeError(f"job ids are strings, not {type(job_id).__name__} ({job_id!r:.50})")
         rec = self.backend.get_job(job_id)
         return None if rec is None else Job(self, job_id, record=rec)
 
@@ -423,6 +436,12 @@ def default_task_name(target: Any) -> str:
 
 def _first(*values: Any) -> Any:
     return next(v for v in values if v is not None)
+
+
+def _not_reserved(name: object) -> None:
+    """``ConfigError`` if a user's task ``name`` is in laneway's own name space."""
+    if isinstance(name, str) and name.startswith(C.RESERVED_PREFIX):
+        raise ConfigError(f"task name {name!r}: names starting with {C.RESERVED_PREFIX!r} are laneway's own")
 
 
 def _check_priority_map(mapping: Mapping[int, int]) -> dict[int, int]:

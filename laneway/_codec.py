@@ -51,6 +51,8 @@ class Codec:
             return _ENCODER.encode(value).encode()
         except (TypeError, ValueError, OverflowError) as exc:
             raise EncodeError(f"{what} cannot be encoded as {self.name}: {exc}") from exc
+        except RecursionError:
+            raise EncodeError(f"{what} cannot be encoded as {self.name}: nested too deeply") from None
 
     def encode_call(
         self, args: Sequence[Any], kwargs: Mapping[str, Any], headers: Mapping[str, str]

@@ -65,6 +65,20 @@ def seconds(value: Any, what: str, *, positive: bool = False) -> float:
     return float(value)
 
 
+def call_pair(call: Any, index: int | None = None) -> tuple[Sequence[Any], Mapping[str, Any]]:
+    """``call`` if it is an ``(args, kwargs)`` pair (a list or tuple, and a mapping), else a
+    ``TypeError`` naming it (``index``: its place in ``enqueue_many``'s list)."""
+    if (
+        isinstance(call, (tuple, list))
+        and len(call) == 2
+        and isinstance(call[0], (tuple, list))
+        and isinstance(call[1], Mapping)
+    ):
+        return call[0], call[1]
+    where = "a call" if index is None else f"call {index}"
+    raise TypeError(f"{where} must be an (args, kwargs) pair such as ((1, 2), {{}}), not {call!r:.200}")
+
+
 def attempts(value: Any, what: str = "max_attempts") -> int:
     """``value`` if it is an int from 1 to ``MAX_ATTEMPTS_LIMIT``, else ``ConfigError``."""
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= C.MAX_ATTEMPTS_LIMIT:
@@ -154,7 +168,9 @@ class _Enqueuer:
 
     def enqueue_many(self, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]) -> list[Job]:
         """Enqueue many ``(args, kwargs)`` calls in one round trip, all or none."""
-        return self.task.app._enqueue(self.task, list(calls), self.opts)
+        return self.task.app._enqueue(
+            self.task, [call_pair(call, i) for i, call in enumerate(calls)], self.opts
+        )
 
     async def enqueue_async(self, *args: Any, **kwargs: Any) -> Job:
         """``enqueue`` for asyncio producers."""

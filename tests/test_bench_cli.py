@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from laneway._bench import BenchConfig, run_bench
+from laneway._bench import BenchConfig, _pending, build_app, run_bench
 from laneway._errors import ConfigError
 from laneway.cli import cli
 
@@ -49,9 +49,22 @@ def test_bench_refuses_unknown_phase_and_pending_work(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         BenchConfig(url="memory://x", jobs=0)
     url = f"sqlite:///{tmp_path / 'pending.db'}"
-    run_bench(BenchConfig(url=url, jobs=20, phases=["enqueue"]))  # leaves 20 queued jobs
+    app, task = build_app(url, "laneway-bench")  # as an interrupted run leaves them
+    task.enqueue_many([((), {})] * 20)
     with pytest.raises(ConfigError, match="pending"):
         run_bench(BenchConfig(url=url, jobs=20, phases=["enqueue"]))
+    res = run_bench(BenchConfig(url=url, jobs=20, phases=["drain"]))  # a drain runs them
+    drain = res.get("drain")
+    assert drain is not None and drain.jobs == 20
+    assert _pending(app) == 0
+
+
+def test_a_run_of_enqueue_phases_leaves_no_job_behind(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'leftovers.db'}"
+    run_bench(BenchConfig(url=url, jobs=20, phases=["enqueue", "bulk"]))
+    app, _ = build_app(url, "laneway-bench")
+    assert _pending(app) == 0
+    assert app.backend.list_jobs() == []
 
 
 def test_cli_lists_the_same_phases_as_the_bench() -> None:

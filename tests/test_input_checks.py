@@ -214,3 +214,79 @@ def test_a_schedule_that_fails_to_enqueue_does_not_hold_up_the_others(
     monkeypatch.setattr(app.backend, "claim_tick", claim_tick)
     app.worker()._tick_schedules()
     assert [j.task for j in app.backend.list_jobs()] == ["b_second"]
+
+
+@pytest.mark.parametrize("bad", [3, [[1], [2]], [(1, {})], ((1,), [1])])
+def test_a_malformed_call_in_enqueue_many_is_named_and_nothing_is_enqueued(
+    app: laneway.App, bad: Any
+) -> None:
+    @app.task
+    def t(x: int = 0) -> None: ...
+
+    calls = [((1,), {}), ((2,), {}), bad]
+    with pytest.raises(TypeError, match="call 2 must be an"):
+        t.enqueue_many(calls)
+    _nothing_enqueued(app)
+
+
+@pytest.mark.parametrize(("args", "kwargs"), [("abc", {}), (5, {}), ((1,), [1])])
+def test_send_task_refuses_args_that_are_not_a_list_and_kwargs_that_are_not_a_mapping(
+    app: laneway.App, args: Any, kwargs: Any
+) -> None:
+    with pytest.raises(TypeError, match="args, kwargs"):
+        app.send_task("elsewhere.task", args, kwargs)
+    _nothing_enqueued(app)
+
+
+def test_an_argument_nested_too_deeply_is_an_encode_error(app: laneway.App) -> None:
+    @app.task
+    def t(x: Any) -> None: ...
+
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(laneway.EncodeError, match="nested too deeply"):
+        t.enqueue(deep)
+    _nothing_enqueued(app)
+
+
+@pytest.mark.parametrize("target", [5, "name"])
+def test_app_task_given_something_that_is_not_callable_says_so(app: laneway.App, target: Any) -> None:
+    with pytest.raises(TypeError, match="function or a class"):
+        app.task(target)
+
+
+@pytest.mark.parametrize("name", ["laneway.message", "laneway.foo"])
+def test_task_names_in_laneways_own_space_are_refused(app: laneway.App, name: str) -> None:
+    with pytest.raises(laneway.ConfigError, match="laneway's own"):
+        app.task(name=name)(lambda: None)
+    with pytest.raises(laneway.ConfigError, match="laneway's own"):
+        app.periodic(every=60, name=name)(lambda: None)
+
+
+def test_an_empty_task_name_is_refused_not_replaced_by_the_default(app: laneway.App) -> None:
+    with pytest.raises(laneway.ConfigError, match="task name"):
+        app.task(name="")(lambda: None)
+
+
+def test_a_task_priority_out_of_range_is_refused_when_the_task_is_registered(app: laneway.App) -> None:
+    with pytest.raises(laneway.ConfigError, match="priority"):
+        app.task(name="p", priority=999)(lambda: None)
+    mapped = laneway.App("memory://mapped", priority_map={999: laneway.HIGH})
+    mapped.task(name="p", priority=999)(lambda: None)  # a legacy number the map turns into a level
+
+
+def test_get_job_with_an_id_that_is_not_a_string_is_a_type_error(app: laneway.App) -> None:
+    with pytest.raises(TypeError, match="job ids are strings"):
+        app.get_job(5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"), [({"batch": 0}, "batch"), ({"batch": "2"}, "batch"), ({"lease_s": -1}, "lease_s")]
+)
+def test_a_low_level_claim_with_a_bad_batch_or_lease_is_refused(
+    app: laneway.App, settings: dict[str, Any], named: str
+) -> None:
+    app.lane("l", queue="messages").send("hello")
+    with pytest.raises(laneway.ConfigError, match=named):
+        app.claim("messages", **settings)

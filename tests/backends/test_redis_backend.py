@@ -245,6 +245,7 @@ def test_a_worker_rides_out_an_outage_and_claims_again_when_the_server_is_back(
         ("rediss://127.0.0.1:6379/0?ssl_cert_reqs=none&sokcet_timeout=5", "'sokcet_timeout'"),
         ("unix:///tmp/no.sock?bogus=1", "'bogus'"),
         ("redis://127.0.0.1:6379/0?socket_timeout=soon", "socket_timeout"),
+        ("redis://127.0.0.1:6379/abc", "database"),
     ],
 )
 def test_a_url_option_redis_py_does_not_take_is_refused_when_the_backend_is_made(

@@ -196,6 +196,10 @@ def check_url(url: str) -> None:
     first command, as a ``TypeError``; this builds that object up front (no socket is
     opened) so a misspelt option is refused when the backend is made.
     """
+    parts = urlsplit(url)
+    db = parts.path.strip("/")
+    if parts.scheme in ("redis", "rediss") and db and not db.isdigit():
+        raise ConfigError(f"Redis URL: the database is a number (redis://host:6379/0), not {db!r}")
     try:
         options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
     except ValueError as exc:
