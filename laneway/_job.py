@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ._codec import Call, decode_call, loads
 from ._errors import JobCancelled, JobFailed
 from ._records import JobRecord, Status
+from ._task import seconds
 
 if TYPE_CHECKING:
     from ._app import App
@@ -112,7 +113,7 @@ class Job:
             JobCancelled: the job was cancelled.
             TimeoutError: ``timeout`` seconds passed first.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else time.monotonic() + seconds(timeout, "timeout")
         pause = _POLL_FIRST_S
         while True:
             rec = self.refresh().record

@@ -290,3 +290,16 @@ def test_a_low_level_claim_with_a_bad_batch_or_lease_is_refused(
     app.lane("l", queue="messages").send("hello")
     with pytest.raises(laneway.ConfigError, match=named):
         app.claim("messages", **settings)
+
+
+def test_bus_and_result_durations_are_checked(app: laneway.App) -> None:
+    @app.task
+    def t() -> None: ...
+
+    job = t.enqueue()
+    with pytest.raises(laneway.ConfigError, match="timeout"):
+        job.result(timeout="x")  # type: ignore[arg-type]
+    with pytest.raises(laneway.ConfigError, match="registry_ttl_s"):
+        app.configure_bus(registry_ttl_s=math.nan)
+    with pytest.raises(laneway.ConfigError, match="delay"):
+        app.publish("order.placed", {}, delay=math.inf)

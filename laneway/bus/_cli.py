@@ -81,7 +81,7 @@ def unsubscribe_command(url: str, namespace: str, app_name: str, key: str | None
         removed = _registry.remove(app.backend, app_name, key)
     finally:
         app.close()
-    what = f"subscription {key!r}" if key else "all subscriptions"
     if not removed:
+        what = f"subscription {key!r}" if key else "subscriptions"
         raise click.ClickException(f"app {app_name!r} has no stored {what}")
     console.print(f"removed {removed} subscription(s) of {app_name!r}")

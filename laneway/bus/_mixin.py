@@ -31,7 +31,7 @@ from .._execute import current_job
 from .._names import check_name
 from .._periodic import Schedule
 from .._records import JobRecord, OnDead, Priority
-from .._task import Hooks, Options, Task
+from .._task import Hooks, Options, Task, seconds
 from . import _constants as C
 from . import _inline, _registry
 from ._events import Event, build_event, check_attrs, check_event, heartbeat_event
@@ -141,9 +141,7 @@ class BusMixin:
                 if state.mode is BusMode.INLINE and record is None:
                     record = True
             if registry_ttl_s is not None:
-                if registry_ttl_s < 0:
-                    raise ConfigError("registry_ttl_s must be >= 0")
-                state.cache.ttl_s = float(registry_ttl_s)
+                state.cache.ttl_s = seconds(registry_ttl_s, "registry_ttl_s")
             if record is not None:
                 state.log = deque(state.log or (), maxlen=C.PUBLISHED_LOG_MAX) if record else None
             if heartbeat is not None:
