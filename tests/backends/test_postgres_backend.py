@@ -637,3 +637,30 @@ def test_finish_and_claim_frees_a_lane_and_takes_its_next_job_in_one_call(pg: Po
     assert [r.id for r in taken] == [second.id] and taken[0].token is not None
     assert taken[0].token > rec.token
     assert pg.finish_and_claim([], ["q"], worker="w", limit=1, lease_s=30) == ([], [])
+
+
+def test_a_send_that_promotes_a_due_job_locks_lanes_in_the_order_finishes_do(pg: PostgresBackend) -> None:
+    """A send to lane a while a due delayed job waits in lane b locks both lanes in one
+    sorted pass, so a finish holding a and waiting for b (apply_outcomes' order) never
+    deadlocks with it (promoting b first and then locking a did)."""
+    pg.enqueue([new_job(lane="a"), new_job(lane="b"), new_job(lane="b", delay_s=0.2)])
+    time.sleep(0.4)  # due, and no claim has promoted it
+    outcome: dict[str, str] = {}
+    with psycopg.connect(POSTGRES_URL) as finisher:
+        finisher.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(pg.schema)))
+        finisher.execute("SELECT 1 FROM lanes WHERE queue = 'q' AND lane = 'a' FOR UPDATE")
+
+        def send() -> None:
+            try:
+                pg.enqueue([new_job(lane="a")])
+                outcome["send"] = "ok"
+            except psycopg.Error as exc:
+                outcome["send"] = type(exc).__name__
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        time.sleep(0.3)  # the send waits for lane a (and, before the fix, held lane b)
+        finisher.execute("SELECT 1 FROM lanes WHERE queue = 'q' AND lane = 'b' FOR UPDATE")
+        finisher.commit()
+        sender.join(10)
+    assert outcome == {"send": "ok"}

@@ -123,7 +123,7 @@ class Queries:
             return sql.SQL(text).format(s=s)
 
         return cls(
-            enqueue=q(f"SELECT job_id, created FROM {{s}}.enqueue_in_due_order({ENQUEUE_ARGS}, %s)"),
+            enqueue=q(f"SELECT job_id, created FROM {{s}}.enqueue({ENQUEUE_ARGS}, %s)"),
             claim_tick=q(f"SELECT {{s}}.claim_tick(%s, %s, {ENQUEUE_ARGS})"),
             claim=q(f"SELECT {JOB_COLUMNS} FROM {{s}}.claim(%s::text[], %s, %s, %s, %s, %s) AS j"),
             extend=q("SELECT {s}.extend(%s::bigint[], %s)"),
