@@ -21,7 +21,7 @@ from ._middleware import Envelope, ErrorReporting, Logging, Middleware, Timeout,
 from ._names import check_name, check_namespace
 from ._periodic import Schedule
 from ._records import NewJob, OnDead, Priority
-from ._task import Hooks, Options, Task, call_pair, seconds
+from ._task import CallShape, Hooks, Options, Task, call_pair, seconds
 from ._timeouts import Watchdog
 from .backends import Backend, open_backend
 from .bus import BusMixin
@@ -187,7 +187,7 @@ class App(BusMixin):
         task.transactional = transactional
         self._resolve(task, Options())  # its priority, mapped: refused now, not at the first enqueue
         try:
-            task.signature = inspect.signature(target)
+            task.shape = CallShape(inspect.signature(target, follow_wrapped=False))
         except (TypeError, ValueError):  # a builtin or an object without one: not checked
             pass
         if task.name in self.tasks:
@@ -211,8 +211,8 @@ class App(BusMixin):
             schedule = Schedule.parse(name, *schedule_args)
             task = self._register(fn, {**options, "name": name})
             try:
-                self._prepare(task, [((), {})], Options())  # what each tick enqueues
-            except Exception:
+                task.check_args((), {})  # each tick enqueues a call without arguments
+            except TypeError:
                 del self.tasks[task.name]
                 raise
             self.schedules[task.name] = schedule

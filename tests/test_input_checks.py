@@ -303,3 +303,80 @@ def test_bus_and_result_durations_are_checked(app: laneway.App) -> None:
         app.configure_bus(registry_ttl_s=math.nan)
     with pytest.raises(laneway.ConfigError, match="delay"):
         app.publish("order.placed", {}, delay=math.inf)
+
+
+def _sig_cases() -> list[Any]:
+    def a(x, y=1): ...  # type: ignore[no-untyped-def]
+    def b(x, /, y, *, z, w=2): ...  # type: ignore[no-untyped-def]
+    def c(*args, **kwargs): ...  # type: ignore[no-untyped-def]
+    def d(x, *args, k=1, **kw): ...  # type: ignore[no-untyped-def]
+    def e(): ...  # type: ignore[no-untyped-def]
+    def f(x, /, **kw): ...  # type: ignore[no-untyped-def]
+
+    return [a, b, c, d, e, f]
+
+
+@pytest.mark.parametrize("fn", _sig_cases())
+def test_the_quick_call_check_agrees_with_signature_bind(fn: Any) -> None:
+    import inspect
+    import itertools
+
+    from laneway._task import CallShape
+
+    shape, sig = CallShape(inspect.signature(fn)), inspect.signature(fn)
+    names = ["x", "y", "z", "w", "k", "other"]
+    for n_args in range(4):
+        for n_kw in range(3):
+            for keys in itertools.combinations(names, n_kw):
+                args, kwargs = tuple(range(n_args)), {k: 0 for k in keys}
+                try:
+                    sig.bind(*args, **kwargs)
+                    expected = True
+                except TypeError:
+                    expected = False
+                try:
+                    shape.check("t", args, kwargs)
+                    got = True
+                except TypeError:
+                    got = False
+                assert got == expected, (fn.__name__, args, kwargs)
+
+
+def test_a_decorated_task_is_checked_against_its_wrapper_not_the_wrapped_function(app: laneway.App) -> None:
+    import functools
+
+    def inject(fn: Any) -> Any:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return fn("SESSION", *args, **kwargs)
+
+        return wrapper
+
+    @app.task(name="injected")
+    @inject
+    def injected(session: str, x: int) -> None: ...
+
+    injected.enqueue(5)
+    assert len(app.backend.list_jobs()) == 1
+
+
+def test_a_connection_parameter_is_the_callers_argument_unless_the_task_is_transactional(
+    app: laneway.App,
+) -> None:
+    @app.task(name="withconn")
+    def withconn(host: str, connection: Any = None) -> None: ...
+
+    withconn.enqueue("h", "conn-name")
+    assert len(app.backend.list_jobs()) == 1
+
+
+def test_registering_a_periodic_task_runs_no_enqueue_middleware() -> None:
+    seen: list[str] = []
+
+    def count(envelope: Any, call_next: Any) -> Any:
+        seen.append(envelope.task.name)
+        return call_next(envelope)
+
+    app = laneway.App("memory://no-middleware-at-registration", enqueue_middleware=[count])
+    app.periodic(every=60, name="tick")(lambda: None)
+    assert seen == []

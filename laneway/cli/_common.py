@@ -29,7 +29,9 @@ COUNT = click.IntRange(min=1)
 """A count of at least 1 (jobs, slots, processes, batch sizes)."""
 SECONDS = click.FloatRange(min=0)
 POSITIVE_SECONDS = click.FloatRange(min=0, min_open=True)
-LOG_LEVEL = click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False)
+LOG_LEVEL = click.Choice(
+    ["DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL", "NOTSET"], case_sensitive=False
+)
 PORT = click.IntRange(0, 65535)
 
 

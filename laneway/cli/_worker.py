@@ -80,7 +80,7 @@ def worker_command(
     """
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = load_app(app_ref)
-    for queue in queues.split(","):
+    for queue in filter(None, queues.split(",")):  # empty names are dropped, as Worker does
         try:
             check_name(queue, "queue")
         except ConfigError as exc:

@@ -238,6 +238,12 @@ def test_a_worker_rides_out_an_outage_and_claims_again_when_the_server_is_back(
         app.close()
 
 
+def test_pool_and_connection_options_of_redis_py_are_accepted_in_the_url() -> None:
+    from laneway.backends.redis._link import check_url
+
+    check_url("redis://127.0.0.1:6379/0?max_connections=50&socket_timeout=5&health_check_interval=10")
+
+
 @pytest.mark.parametrize(
     ("url", "named"),
     [

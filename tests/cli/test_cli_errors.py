@@ -53,6 +53,12 @@ def test_bad_input_is_a_one_line_usage_error(tmp_path: Path, args: list[str], na
     assert "Traceback" not in res.stderr
 
 
+@pytest.mark.parametrize("args", [["-q", "default,"], ["--log-level", "warn"], ["--log-level", "notset"]])
+def test_input_logging_and_the_worker_accept_is_accepted(tmp_path: Path, args: list[str]) -> None:
+    res = _laneway(tmp_path, "worker", "cliapp:app", "--burst", *args)
+    assert res.returncode == 0, res.stderr
+
+
 def test_a_backend_that_cannot_be_reached_is_a_one_line_error(tmp_path: Path) -> None:
     res = _laneway(tmp_path, "jobs", "list", "--url", "redis://127.0.0.1:1/0")  # nothing listens on port 1
     assert res.returncode == 1, res.stderr

@@ -26,7 +26,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
-from redis.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -200,13 +199,14 @@ def check_url(url: str) -> None:
     db = parts.path.strip("/")
     if parts.scheme in ("redis", "rediss") and db and not db.isdigit():
         raise ConfigError(f"Redis URL: the database is a number (redis://host:6379/0), not {db!r}")
-    try:
-        options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
+    try:  # the pool takes its own options (max_connections, ...) and keeps the rest for connections
+        pool: Any = redis.ConnectionPool.from_url(url)
     except ValueError as exc:
         raise ConfigError(f"Redis URL: {exc}") from None
-    connection_class = options.pop("connection_class", redis.Connection)
+    except TypeError as exc:  # an option the pool's own arguments cannot take
+        raise ConfigError(f"Redis URL: {exc}") from None
     try:
-        connection_class(**options)
+        pool.connection_class(**pool.connection_kwargs)
     except TypeError as exc:
         found = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
         what = repr(found.group(1)) if found else f"({exc})"
