@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import click
 from rich.console import Console
@@ -70,9 +71,21 @@ def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")(fn)
 
 
-def open_app(url: str, namespace: str) -> App:
+def open_app(url: str, namespace: str, *, create: bool = False) -> App:
     """The app of ``url`` and ``namespace`` with its backend open: a bad URL or namespace
-    is a usage error, a backend that cannot be reached a one-line error (no traceback)."""
+    is a usage error, a backend that cannot be reached a one-line error (no traceback).
+
+    Unless ``create``, an SQLite URL must name an existing file: a command that reads a
+    misspelt path would otherwise create an empty database there and report no jobs.
+    """
+    parts = urlsplit(url)
+    if not create and parts.scheme == "sqlite" and parts.path.startswith("/"):
+        path = unquote(parts.path[1:])
+        if path and not os.path.exists(path):
+            raise click.BadParameter(
+                f"no SQLite database at {path!r} (check --url; `laneway migrate` creates one)",
+                param_hint="'--url'",
+            )
     try:
         app = App(url, namespace=namespace)
         app.backend  # noqa: B018 - opened here, so its errors are reported here

@@ -232,7 +232,7 @@ def dead_purge(url: str, namespace: str, queue: str | None, yes: bool) -> None:
 @backend_options
 def migrate_command(url: str, namespace: str) -> None:
     """Create or upgrade the backend's schema (SQL backends do this on first use too)."""
-    backend = open_app(url, namespace).backend
+    backend = open_app(url, namespace, create=True).backend
     migrate = getattr(backend, "migrate", None)
     start = time.perf_counter()
     if callable(migrate):

@@ -64,3 +64,13 @@ def test_a_backend_that_cannot_be_reached_is_a_one_line_error(tmp_path: Path) ->
     assert res.returncode == 1, res.stderr
     assert "cannot open the backend" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_reading_a_misspelt_sqlite_path_is_refused_and_creates_nothing(tmp_path: Path) -> None:
+    res = _laneway(tmp_path, "stats", "--url", "sqlite:///typo.db")
+    assert res.returncode == 2 and "no SQLite database" in res.stderr
+    assert not (tmp_path / "typo.db").exists()
+    res = _laneway(tmp_path, "migrate", "--url", "sqlite:///new.db")  # migrate creates one
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "new.db").exists()
+    assert _laneway(tmp_path, "stats", "--url", "sqlite:///new.db").returncode == 0
