@@ -333,6 +333,15 @@ class Runner:
         assert rec.token is not None
         if rec.attempts >= rec.max_attempts:
             return self._dead(rec, exc, hooks, job, exhausted=True)
+        if delay is not None and (
+            isinstance(delay, bool) or not isinstance(delay, (int, float)) or not delay <= C.MAX_SECONDS
+        ):  # NaN fails the comparison too; a negative delay means now, as before
+            log.warning(
+                "job %s: Retry(delay=%r) is not a number up to 100 years; retried after the backoff",
+                rec.id,
+                delay,
+            )
+            delay = None
         if delay is None:
             base = task.backoff_s if task else self.app.backoff_s
             cap = task.backoff_max_s if task else self.app.backoff_max_s

@@ -47,6 +47,22 @@ def test_rule8_retry_waits_for_its_backoff(app: laneway.App) -> None:
     assert rec.run_at - app.backend.now() > 0.2
 
 
+@pytest.mark.parametrize("delay", [float("inf"), float("nan"), 1e13])
+def test_rule8_a_retry_delay_out_of_range_falls_back_to_the_backoff_and_the_job_stays_listable(
+    app: laneway.App, delay: float
+) -> None:
+    @app.task(name="odd", max_attempts=2)
+    def odd() -> None:
+        raise laneway.Retry(delay=delay)
+
+    job = odd.enqueue()
+    drain(app)
+    rec = job.refresh().record
+    assert rec is not None and rec.status is Status.RETRYING
+    assert 0 < rec.run_at - app.backend.now() < 60  # the app's backoff, not the delay asked
+    assert [j.id for j in app.backend.list_jobs()] == [job.id]
+
+
 def test_rule8_fail_goes_dead_at_once(app: laneway.App) -> None:
     @app.task(name="fatal", max_attempts=5)
     def fatal() -> None:
