@@ -177,6 +177,16 @@ def test_an_enqueue_in_a_callers_transaction_exists_only_once_it_commits(pg: Pos
     assert [r.id for r in claimed] == [job.id]
 
 
+def test_a_callers_connection_to_another_database_is_refused_saying_so(pg: PostgresBackend) -> None:
+    other = POSTGRES_URL.rsplit("/", 1)[0] + "/postgres"  # the server's own database: no laneway schema
+    with psycopg.connect(other) as conn:
+        with pytest.raises(ConfigError, match="no laneway schema"):
+            pg.enqueue([new_job()], connection=conn)
+        conn.rollback()
+        with pytest.raises(ConfigError, match="no laneway schema"):
+            pg.finish([Outcome("no-such-job", 1, Verdict.SUCCEEDED)], connection=conn)
+
+
 def test_an_enqueue_in_a_rolled_back_transaction_leaves_nothing(pg: PostgresBackend) -> None:
     job = new_job()
     with psycopg.connect(POSTGRES_URL) as conn:

@@ -157,6 +157,17 @@ class PostgresBackend(Backend):
             raise ConfigError(f"connection= takes a psycopg (3) Connection, not {type(connection).__name__}")
         return connection
 
+    def _in_callers(self, connection: Any, query: sql.Composed, params: Sequence[Any]) -> psycopg.Cursor[Any]:
+        """Run ``query`` in the caller's ``connection`` (its transaction); a connection to
+        a database without this namespace's schema is a ``ConfigError`` saying so."""
+        try:
+            return self._callers(connection).execute(query, params)
+        except (psycopg.errors.InvalidSchemaName, psycopg.errors.UndefinedFunction) as exc:
+            raise ConfigError(
+                f"connection= has no laneway schema {self.schema!r} (is it open on the database of "
+                f"this app's URL?): {str(exc).splitlines()[0]}"
+            ) from exc
+
     def _ensure_schema(self) -> None:
         with self._pool.connection() as conn:
             if _schema.installed_version(conn, self.schema) == _schema.latest_version():
@@ -185,7 +196,7 @@ class PostgresBackend(Backend):
             return []
         if connection is not None:
             params = [*enqueue_params(jobs), False]
-            rows = self._callers(connection).execute(self._q.enqueue, params).fetchall()
+            rows = self._in_callers(connection, self._q.enqueue, params).fetchall()
         else:
             rows = self._rows(self._q.enqueue, [*enqueue_params(jobs), True])
         return [EnqueueResult(row[0], row[1]) for row in rows]
@@ -227,7 +238,7 @@ class PostgresBackend(Backend):
             return []
         params = finish_params(outcomes)
         if connection is not None:
-            row = self._callers(connection).execute(self._q.finish, params).fetchone()
+            row = self._in_callers(connection, self._q.finish, params).fetchone()
             return list(row[0]) if row else [False] * len(outcomes)
         return list(self._scalar(self._q.finish, params))
 
