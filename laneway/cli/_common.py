@@ -79,9 +79,9 @@ def open_app(url: str, namespace: str, *, create: bool = False) -> App:
     misspelt path would otherwise create an empty database there and report no jobs.
     """
     parts = urlsplit(url)
-    if not create and parts.scheme == "sqlite" and parts.path.startswith("/"):
-        path = unquote(parts.path[1:])
-        if path and not os.path.exists(path):
+    if not create and parts.scheme == "sqlite" and not parts.netloc and parts.path.startswith("/"):
+        path = unquote(parts.path[1:])  # (a URL the backend refuses anyway gets its own message)
+        if path and path != ":memory:" and not path.startswith("file:") and not os.path.exists(path):
             raise click.BadParameter(
                 f"no SQLite database at {path!r} (check --url; `laneway migrate` creates one)",
                 param_hint="'--url'",

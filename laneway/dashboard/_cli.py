@@ -70,7 +70,7 @@ def dashboard_command(
         from ._app import create_app
     except ImportError as exc:
         raise click.ClickException(f"the dashboard needs: pip install 'laneway[dashboard]' ({exc})") from exc
-    app = open_app(url, namespace)
+    app = open_app(url, namespace, create=True)  # a service may start before the first worker
     web = create_app(
         app, token=token, read_only=read_only, allowed_hosts=allowed_hosts or None, refresh_s=refresh_s
     )
