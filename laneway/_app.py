@@ -21,7 +21,7 @@ from ._middleware import Envelope, ErrorReporting, Logging, Middleware, Timeout,
 from ._names import check_name, check_namespace
 from ._periodic import Schedule
 from ._records import NewJob, OnDead, Priority
-from ._task import CallShape, Hooks, Options, Task, call_pair, seconds
+from ._task import CallShape, Hooks, Options, Task, call_pair, count, seconds
 from ._timeouts import Watchdog
 from .backends import Backend, open_backend
 from .bus import BusMixin
@@ -81,14 +81,11 @@ class App(BusMixin):
         self.namespace = check_namespace(namespace)
         self.name = check_name(name, "app name") if name is not None else None
         self.codec = Codec(codec)
-        if (
-            isinstance(max_payload_bytes, bool)
-            or not isinstance(max_payload_bytes, int)
-            or max_payload_bytes < 1
-        ):
-            raise ConfigError(f"max_payload_bytes must be an int of at least 1, not {max_payload_bytes!r}")
-        self.max_payload_bytes = max_payload_bytes
-        self.priority_map = _check_priority_map(priority_map or {})
+        self.max_payload_bytes = count(max_payload_bytes, "max_payload_bytes")
+        self.priority_map = {
+            key: count(level, f"priority_map[{key!r}]", least=C.PRIORITY_MIN, most=C.PRIORITY_MAX)
+            for key, level in (priority_map or {}).items()
+        }
         if exception_reporter is not None and not callable(exception_reporter):
             raise ConfigError(f"exception_reporter must be callable(exc, job), not {exception_reporter!r}")
         self.exception_reporter = exception_reporter
@@ -156,7 +153,9 @@ class App(BusMixin):
             return self._register(target, options)
         return lambda fn: self._register(fn, options)
 
-    def _register(self, target: Any, options: dict[str, Any]) -> Task:
+    def _register(self, target: Any, options: dict[str, Any], *, without_args: bool = False) -> Task:
+        """Make and register the task; ``without_args``: it is always called without
+        arguments (a periodic task), so a signature that needs some is refused."""
         if not callable(target):
             raise TypeError(
                 f"app.task takes a function or a class, not {target!r:.100} (options go by keyword: "
@@ -190,6 +189,8 @@ class App(BusMixin):
             task.shape = CallShape(inspect.signature(target, follow_wrapped=False))
         except (TypeError, ValueError):  # a builtin or an object without one: not checked
             pass
+        if without_args:
+            task.check_args((), {})
         if task.name in self.tasks:
             raise ConfigError(f"a task named {task.name!r} is already registered")
         self.tasks[task.name] = task
@@ -209,12 +210,7 @@ class App(BusMixin):
         def register(fn: Callable[..., Any]) -> Task:
             name = options.get("name") or default_task_name(fn)
             schedule = Schedule.parse(name, *schedule_args)
-            task = self._register(fn, {**options, "name": name})
-            try:
-                task.check_args((), {})  # each tick enqueues a call without arguments
-            except TypeError:
-                del self.tasks[task.name]
-                raise
+            task = self._register(fn, {**options, "name": name}, without_args=True)
             self.schedules[task.name] = schedule
             return task
 
@@ -278,12 +274,7 @@ class App(BusMixin):
         queue = o.queue or t.queue or self.default_queue
         priority = o.priority if o.priority is not None else t.priority
         priority = Priority.NORMAL if priority is None else self.priority_map.get(priority, priority)
-        if (
-            isinstance(priority, bool)
-            or not isinstance(priority, int)
-            or not C.PRIORITY_MIN <= priority <= C.PRIORITY_MAX
-        ):
-            raise ConfigError(f"priority must be an int from 0 to 255 (or a level), not {priority!r}")
+        count(priority, "priority (an int or a level)", least=C.PRIORITY_MIN, most=C.PRIORITY_MAX)
         if o.delay and o.run_at is not None:
             raise ConfigError(f"give delay or run_at, not both (delay={o.delay:g}, run_at={o.run_at:g})")
         return {
@@ -442,20 +433,6 @@ def _not_reserved(name: object) -> None:
     """``ConfigError`` if a user's task ``name`` is in laneway's own name space."""
     if isinstance(name, str) and name.startswith(C.RESERVED_PREFIX):
         raise ConfigError(f"task name {name!r}: names starting with {C.RESERVED_PREFIX!r} are laneway's own")
-
-
-def _check_priority_map(mapping: Mapping[int, int]) -> dict[int, int]:
-    """``priority_map`` as a dict, or ``ConfigError`` naming an entry that is not an int
-    mapped to a priority from 0 to 255."""
-    out = dict(mapping)
-    for key, level in out.items():
-        if (
-            isinstance(level, bool)
-            or not isinstance(level, int)
-            or not C.PRIORITY_MIN <= level <= C.PRIORITY_MAX
-        ):
-            raise ConfigError(f"priority_map[{key!r}] must be a priority from 0 to 255, not {level!r}")
-    return out
 
 
 def _check_layers(layers: Sequence[Middleware], what: str) -> list[Middleware]:

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from ._codec import decode_call
 from ._constants import MESSAGE_TASK
-from ._errors import ConfigError, DecodeError, LeaseLost
+from ._errors import DecodeError, LeaseLost
 from ._names import check_lane, check_name
 from ._records import JobRecord, Outcome, Verdict
-from ._task import seconds
+from ._task import count, seconds
 
 if TYPE_CHECKING:
     from ._app import App
@@ -100,8 +100,7 @@ class Batch:
 
 def claim_batch(app: App, queue: str, batch: int, lease_s: float) -> Batch | None:
     """Claim the next ready lane of ``queue`` with up to ``batch`` messages."""
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ConfigError(f"batch must be an int of at least 1, not {batch!r}")
+    count(batch, "batch")
     lease_s = seconds(lease_s, "lease_s", positive=True)
     recs = app.backend.claim(
         [check_name(queue, "queue")],

@@ -79,10 +79,17 @@ def call_pair(call: Any, index: int | None = None) -> tuple[Sequence[Any], Mappi
     raise TypeError(f"{where} must be an (args, kwargs) pair such as ((1, 2), {{}}), not {call!r:.200}")
 
 
-def attempts(value: Any, what: str = "max_attempts") -> int:
-    """``value`` if it is an int from 1 to ``MAX_ATTEMPTS_LIMIT``, else ``ConfigError``."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= C.MAX_ATTEMPTS_LIMIT:
-        raise ConfigError(f"{what} must be an int from 1 to {C.MAX_ATTEMPTS_LIMIT:,}, not {value!r}")
+def count(value: Any, what: str, *, least: int = 1, most: int | None = None) -> int:
+    """``value`` if it is an int (not a bool) from ``least`` to ``most``, else a
+    ``ConfigError`` naming ``what``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < least
+        or (most is not None and value > most)
+    ):
+        bound = f"of at least {least:,}" if most is None else f"from {least:,} to {most:,}"
+        raise ConfigError(f"{what} must be an int {bound}, not {value!r}")
     return value
 
 
@@ -108,7 +115,7 @@ def _validate(opts: dict[str, Any]) -> dict[str, Any]:
             f"not {run_at!r}"
         )
     if out.get("max_attempts") is not None:
-        attempts(out["max_attempts"])
+        count(out["max_attempts"], "max_attempts", most=C.MAX_ATTEMPTS_LIMIT)
     unique = out.get("unique")
     if unique is not None and (not isinstance(unique, str) or not unique):
         raise ConfigError(f"unique must be a non-empty string, not {unique!r}")

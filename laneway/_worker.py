@@ -39,7 +39,7 @@ from ._errors import ConfigError, JobTimeout
 from ._execute import AsyncLoop, Ran, Runner
 from ._names import check_name
 from ._records import JobRecord, OnDead, Outcome, Verdict
-from ._task import Options, seconds
+from ._task import Options, count, seconds
 
 if TYPE_CHECKING:
     from ._app import App
@@ -153,11 +153,8 @@ class Worker:
         self._runner = Runner(app, self._loop)
         if concurrency is None:
             concurrency = default_concurrency(app, self._runner)
-        for what, value in (("concurrency", concurrency), ("batch", batch)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{what} must be an int of at least 1, not {value!r}")
-        self.concurrency = concurrency
-        self.batch = batch
+        self.concurrency = count(concurrency, "concurrency")
+        self.batch = count(batch, "batch")
         self.lease_s = app.lease_s if lease_s is None else seconds(lease_s, "lease_s", positive=True)
         if heartbeat_s is None:
             heartbeat_s = min(C.HEARTBEAT_S, self.lease_s / 3)
