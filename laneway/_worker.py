@@ -97,6 +97,13 @@ def _keeps_going(out: Outcome, rec: JobRecord) -> bool:
     return out.verdict is Verdict.DEAD and rec.on_dead is OnDead.SKIP
 
 
+def queue_names(queues: Sequence[str] | str | None) -> list[str]:
+    """``queues`` (a list, or ``"a,b"`` with empty names dropped) with every name checked."""
+    if isinstance(queues, str):
+        queues = [q for q in queues.split(",") if q]
+    return [check_name(q, "queue") for q in queues or ()]
+
+
 def default_concurrency(app: App, runner: Runner | None = None) -> int:
     """Slots a worker of ``app`` gets unless told: ``CONCURRENCY_ASYNC`` (64) when every
     task registered so far runs on the event loop (``async def``, not transactional, and
@@ -144,10 +151,8 @@ class Worker:
         listener: WorkerListener | None = None,
         periodic: bool = True,
     ) -> None:
-        if isinstance(queues, str):
-            queues = [q for q in queues.split(",") if q]
         self.app = app
-        own = [check_name(q, "queue") for q in (queues or [app.default_queue])]
+        own = queue_names(queues) or [app.default_queue]
         self.queues = own + [q for q in app.system_queues if q not in own]
         self._loop = AsyncLoop()
         self._runner = Runner(app, self._loop)

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import click
 from rich.console import Console
@@ -78,17 +78,20 @@ def open_app(url: str, namespace: str, *, create: bool = False) -> App:
     Unless ``create``, an SQLite URL must name an existing file: a command that reads a
     misspelt path would otherwise create an empty database there and report no jobs.
     """
-    parts = urlsplit(url)
-    if not create and parts.scheme == "sqlite" and not parts.netloc and parts.path.startswith("/"):
-        path = unquote(parts.path[1:])  # (a URL the backend refuses anyway gets its own message)
-        if path and path != ":memory:" and not path.startswith("file:") and not os.path.exists(path):
-            raise click.BadParameter(
-                f"no SQLite database at {path!r} (check --url; `laneway migrate` creates one)",
-                param_hint="'--url'",
-            )
     try:
+        if not create and urlsplit(url).scheme == "sqlite":
+            from ..backends.sqlite._db import parse_url as sqlite_url
+
+            path = sqlite_url(url, synchronous="FULL", busy_timeout_s=0.0).path  # only the path
+            if not os.path.exists(path):
+                raise click.BadParameter(
+                    f"no SQLite database at {path!r} (check --url; `laneway migrate` creates one)",
+                    param_hint="'--url'",
+                )
         app = App(url, namespace=namespace)
         app.backend  # noqa: B018 - opened here, so its errors are reported here
+    except click.ClickException:
+        raise
     except LanewayError as exc:
         raise click.BadParameter(str(exc)) from exc
     except Exception as exc:

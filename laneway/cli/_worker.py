@@ -8,9 +8,8 @@ import click
 
 from .. import _constants as C
 from .._errors import ConfigError
-from .._names import check_name
 from .._supervisor import Supervisor
-from .._worker import Worker
+from .._worker import Worker, queue_names
 from ._common import COUNT, LOG_LEVEL, PORT, POSITIVE_SECONDS, SECONDS, load_app
 
 
@@ -80,11 +79,10 @@ def worker_command(
     """
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = load_app(app_ref)
-    for queue in filter(None, queues.split(",")):  # empty names are dropped, as Worker does
-        try:
-            check_name(queue, "queue")
-        except ConfigError as exc:
-            raise click.BadParameter(str(exc), param_hint="'-q' / '--queues'") from None
+    try:
+        queue_names(queues)  # checked here too: the supervisor's children would die of it
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="'-q' / '--queues'") from None
     if child or burst:
         if metrics_port is not None:
             from .._metrics import instrument, start_metrics_server
