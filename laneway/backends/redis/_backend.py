@@ -34,7 +34,8 @@ SCRIPT_NAMES = (
     "list",
 )  # fmt: skip
 PROMOTE_MAX = 200
-"""Most due jobs one claim promotes per queue (the rest on the next claims)."""
+"""Most due jobs one claim, or one send with a lane, promotes per queue (the rest on the next
+claims)."""
 SWEEP_LEASES_MAX = 100
 PRUNE_MAX = 1000
 _UNLINK_CHUNK = 500
@@ -94,7 +95,7 @@ class RedisCore(Inspect, Backend):
     def _enqueue_cmd(self, shard: Shard, jobs: Sequence[NewJob], tick: tuple[str, float] | None) -> Command:
         s = shard
         keys = [s.key("n"), s.key("u"), s.key("a"), s.key("t"), s.key("held")]
-        args: list[Any] = [tick[0], repr(float(tick[1]))] if tick else ["", ""]
+        args: list[Any] = [*((tick[0], repr(float(tick[1]))) if tick else ("", "")), PROMOTE_MAX]
         for job in jobs:
             job_key = s.job(job.id)
             keys += [job_key, *s.queue_keys(job.queue), s.lane(job.queue, job.lane) if job.lane else job_key]

@@ -3,11 +3,12 @@
 KEYS  P c, P n, P u, P a, P t, P held, then for each job: P j:<id>, P r:<q>, P d:<q>,
       P w:<q>, P L:<q>, P l:<q>|<lane> (the job key again when it has no lane).
 ARGV  [1] wake channel prefix ('' = wake lists), [2] periodic schedule name ('' = none),
-      [3] its tick, then 13 per job: id, task, queue, lane (''), priority, payload,
-      max_attempts, timeout_s (''), unique (''), result_ttl_us, on_dead_block ('1'/''),
-      delay_us, run_at_us ('' = now + delay).
-Before the first laned job of a queue joins its lane, the queue's due delayed jobs are
-promoted (as a claim would): a delayed job that came due before this send goes first.
+      [3] its tick, [4] most due jobs promoted per queue (PROMOTE_MAX, as a claim), then 13
+      per job: id, task, queue, lane (''), priority, payload, max_attempts, timeout_s (''),
+      unique (''), result_ttl_us, on_dead_block ('1'/''), delay_us, run_at_us ('' = now +
+      delay).
+Before the first laned job of a queue joins its lane, up to ARGV[4] of the queue's due
+delayed jobs are promoted (as a claim would): one that came due before this send goes first.
 Returns one entry per job: 1 when stored, else the id of the pending job holding its
 unique key (or the job's own id when a job with that id is stored already: a repeated
 call after a lost reply stores nothing twice). With a tick: {0} when the tick was
@@ -23,8 +24,9 @@ end
 
 local out = {}
 local promoted = {}  -- queues whose due jobs were promoted by this call
-local order = redis.call('HINCRBY', KEYS[1], 'i', (#ARGV - 3) / 13) - (#ARGV - 3) / 13
-for i = 4, #ARGV, 13 do
+local promote_max = tonumber(ARGV[4])
+local order = redis.call('HINCRBY', KEYS[1], 'i', (#ARGV - 4) / 13) - (#ARGV - 4) / 13
+for i = 5, #ARGV, 13 do
   local id, q, lane, uniq = ARGV[i], ARGV[i + 2], ARGV[i + 3], ARGV[i + 8]
   local holder = uniq ~= '' and redis.call('HGET', P .. 'u', uniq)
   if not holder and redis.call('EXISTS', jkey(id)) == 1 then holder = id end
@@ -49,7 +51,7 @@ for i = 4, #ARGV, 13 do
     if status == 'Q' then
       if lane and not promoted[q] then
         promoted[q] = true
-        promote(q, PROMOTE_ON_SEND)
+        promote(q, promote_max)
       end
       seq = next_seq()
       f[#f + 1] = 'n'; f[#f + 1] = seq

@@ -225,10 +225,6 @@ local function settle_leases()
   end
 end
 
--- How many due jobs a send promotes before its laned job joins (enqueue.lua): as many as
--- a claim does (PROMOTE_MAX in _backend.py), so a send never runs longer than a claim.
-local PROMOTE_ON_SEND = 200
-
 -- Move due scheduled jobs of queue q into their lanes (taking a seq) and due retrying jobs
 -- back to queued, at most `most` of them. Returns the earliest due time left (or false).
 local function promote(q, most)
