@@ -151,17 +151,13 @@ class PostgresBackend(Backend):
         rows = self._rows(query, params)
         return rows[0][0] if rows else None
 
-    @staticmethod
-    def _callers(connection: Any) -> psycopg.Connection[Any]:
+    def _in_callers(self, connection: Any, query: sql.Composed, params: Sequence[Any]) -> psycopg.Cursor[Any]:
+        """Run ``query`` in the caller's ``connection`` (its transaction): a psycopg 3
+        ``Connection`` open on the database of this backend's URL, else ``ConfigError``."""
         if not isinstance(connection, psycopg.Connection):
             raise ConfigError(f"connection= takes a psycopg (3) Connection, not {type(connection).__name__}")
-        return connection
-
-    def _in_callers(self, connection: Any, query: sql.Composed, params: Sequence[Any]) -> psycopg.Cursor[Any]:
-        """Run ``query`` in the caller's ``connection`` (its transaction); a connection to
-        a database without this namespace's schema is a ``ConfigError`` saying so."""
         try:
-            return self._callers(connection).execute(query, params)
+            return connection.execute(query, params)
         except (psycopg.errors.InvalidSchemaName, psycopg.errors.UndefinedFunction) as exc:
             raise ConfigError(
                 f"connection= has no laneway schema {self.schema!r} (is it open on the database of "
