@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from urllib.parse import urlsplit
 
@@ -14,12 +15,17 @@ _shared_memory: dict[tuple[str, str], Backend] = {}
 _shared_lock = threading.Lock()
 
 
-def open_backend(url: str, namespace: str) -> Backend:
+def open_backend(url: str, namespace: str, *, create: bool = True) -> Backend:
     """The backend for ``url``: ``memory://``, ``sqlite:///path``, ``redis://``,
     ``rediss://``, ``redis+cluster://`` or ``postgresql://``.
 
     ``memory://`` URLs are process-wide: every app of one process with the same URL and
     namespace shares one store, as apps sharing a server would.
+
+    With ``create=False`` (for commands that read or tend a store, not for workers and
+    producers) the store must exist already: a missing SQLite file, or a PostgreSQL
+    namespace that was never migrated or is behind this laneway, raises ``ConfigError``
+    and nothing is created.
     """
     scheme = urlsplit(url).scheme
     if scheme == "memory":
@@ -29,7 +35,14 @@ def open_backend(url: str, namespace: str) -> Backend:
             return _shared_memory.setdefault((url, namespace), MemoryBackend())
     if scheme == "sqlite":
         from .sqlite import SQLiteBackend
+        from .sqlite._db import parse_url
 
+        if not create:
+            path = parse_url(url, synchronous="FULL", busy_timeout_s=0).path  # only the path
+            if not os.path.exists(path):
+                raise ConfigError(
+                    f"no SQLite database at {path!r} (check the URL; `laneway migrate` creates one)"
+                )
         return SQLiteBackend(url, namespace=namespace)
     if scheme in ("redis", "rediss", "unix"):
         from .redis import RedisBackend
@@ -42,7 +55,10 @@ def open_backend(url: str, namespace: str) -> Backend:
     if scheme in ("postgresql", "postgres"):
         from .postgres import PostgresBackend
 
-        return PostgresBackend(url, namespace=namespace)
+        backend = PostgresBackend(url, namespace=namespace, migrate=create)
+        if not create:
+            backend.require_schema()
+        return backend
     raise ConfigError(
         f"unknown backend URL scheme {scheme!r} in {url!r}: use memory://, sqlite:///path.db, "
         "redis://, rediss://, redis+cluster:// or postgresql://"

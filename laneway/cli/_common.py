@@ -10,7 +10,6 @@ import sys
 from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import click
 from rich.console import Console
@@ -19,6 +18,7 @@ from rich.table import Table
 from .._app import App
 from .._constants import DEFAULT_NAMESPACE, DEFAULT_URL, URL_ENV
 from .._errors import LanewayError
+from ..backends import open_backend
 
 F = TypeVar("F", bound=Callable[..., Any])
 _WIDTH = None if sys.stdout.isatty() else 200  # piped output: don't fold tables to 80 columns
@@ -75,28 +75,16 @@ def open_app(url: str, namespace: str, *, create: bool = False) -> App:
     """The app of ``url`` and ``namespace`` with its backend open: a bad URL or namespace
     is a usage error, a backend that cannot be reached a one-line error (no traceback).
 
-    Unless ``create``, an SQLite URL must name an existing file: a command that reads a
-    misspelt path would otherwise create an empty database there and report no jobs.
+    Unless ``create``, the store must exist (``open_backend(create=False)``): a command
+    that reads a misspelt SQLite path or PostgreSQL namespace would otherwise create an
+    empty one there and report no jobs.
     """
     try:
-        if not create and urlsplit(url).scheme == "sqlite":
-            from ..backends.sqlite._db import parse_url as sqlite_url
-
-            path = sqlite_url(url, synchronous="FULL", busy_timeout_s=0.0).path  # only the path
-            if not os.path.exists(path):
-                raise click.BadParameter(
-                    f"no SQLite database at {path!r} (check --url; `laneway migrate` creates one)",
-                    param_hint="'--url'",
-                )
-        app = App(url, namespace=namespace)
-        app.backend  # noqa: B018 - opened here, so its errors are reported here
-    except click.ClickException:
-        raise
+        return App(url, namespace=namespace, backend=open_backend(url, namespace, create=create))
     except LanewayError as exc:
         raise click.BadParameter(str(exc)) from exc
     except Exception as exc:
         raise click.ClickException(f"cannot open the backend: {type(exc).__name__}: {exc}") from exc
-    return app
 
 
 def to_jsonable(value: Any) -> Any:

@@ -9,7 +9,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import psycopg
 import pytest
+
+from tests.conftest import POSTGRES_URL, fresh_namespace, require_server
 
 APP = textwrap.dedent(
     """
@@ -74,3 +77,44 @@ def test_reading_a_misspelt_sqlite_path_is_refused_and_creates_nothing(tmp_path:
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "new.db").exists()
     assert _laneway(tmp_path, "stats", "--url", "sqlite:///new.db").returncode == 0
+
+
+def test_reading_a_postgres_namespace_never_migrated_is_refused_and_creates_nothing(tmp_path: Path) -> None:
+    require_server(POSTGRES_URL, "PostgreSQL")
+    ns = fresh_namespace()
+    res = _laneway(tmp_path, "jobs", "list", "--url", POSTGRES_URL, "--namespace", ns)
+    assert res.returncode == 2 and f"no laneway namespace '{ns}'" in res.stderr, res.stderr
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        exists = "SELECT count(*) FROM information_schema.schemata WHERE schema_name = %s"
+        assert conn.execute(exists, [ns]).fetchone() == (0,)
+        try:
+            assert _laneway(tmp_path, "migrate", "--url", POSTGRES_URL, "--namespace", ns).returncode == 0
+            assert _laneway(tmp_path, "stats", "--url", POSTGRES_URL, "--namespace", ns).returncode == 0
+            conn.execute(
+                f'DELETE FROM "{ns}".laneway_migrations WHERE version = (SELECT max(version) FROM "{ns}".laneway_migrations)'
+            )
+            res = _laneway(tmp_path, "stats", "--url", POSTGRES_URL, "--namespace", ns)
+            assert res.returncode == 2 and "run `laneway migrate`" in res.stderr, res.stderr
+            conn.execute(f"INSERT INTO \"{ns}\".laneway_migrations (version, name) VALUES (9999, 'future')")
+            res = _laneway(tmp_path, "stats", "--url", POSTGRES_URL, "--namespace", ns)
+            assert res.returncode == 2 and "upgrade laneway" in res.stderr, res.stderr
+        finally:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{ns}" CASCADE')
+
+
+def test_a_read_only_postgres_role_can_run_the_read_commands(tmp_path: Path) -> None:
+    require_server(POSTGRES_URL, "PostgreSQL")
+    ns, role = fresh_namespace(), "ro_" + fresh_namespace()
+    ro_url = POSTGRES_URL.replace("postgres@", f"{role}@", 1)
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        try:
+            assert _laneway(tmp_path, "migrate", "--url", POSTGRES_URL, "--namespace", ns).returncode == 0
+            conn.execute(f'CREATE ROLE "{role}" LOGIN')
+            conn.execute(f'GRANT USAGE ON SCHEMA "{ns}" TO "{role}"')
+            conn.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{ns}" TO "{role}"')
+            for command in (["stats"], ["jobs", "list"], ["dead", "list"]):
+                res = _laneway(tmp_path, *command, "--url", ro_url, "--namespace", ns)
+                assert res.returncode == 0, (command, res.stderr)
+        finally:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{ns}" CASCADE')
+            conn.execute(f'DROP ROLE IF EXISTS "{role}"')

@@ -177,6 +177,26 @@ class PostgresBackend(Backend):
         with self._pool.connection() as conn:
             return _schema.migrate(conn, self.schema)
 
+    def require_schema(self) -> None:
+        """Raise ``ConfigError`` (and close) unless the namespace is installed and at this
+        laneway's migration: for callers that must not create or change the schema."""
+        version = self.schema_version()
+        try:
+            if version is None:
+                raise ConfigError(
+                    f"no laneway namespace {self.namespace!r} in this PostgreSQL database "
+                    "(check the URL and the namespace; `laneway migrate` creates it)"
+                )
+            _schema.refuse_newer(self.schema, version)
+            if version < _schema.latest_version():
+                raise ConfigError(
+                    f"namespace {self.namespace!r} is at migration {version}, this laneway needs "
+                    f"{_schema.latest_version()}: run `laneway migrate` (a worker also migrates it when it starts)"
+                )
+        except ConfigError:
+            self.close()
+            raise
+
     def schema_version(self) -> int | None:
         """The namespace's installed migration version (None if never installed)."""
         with self._pool.connection() as conn:

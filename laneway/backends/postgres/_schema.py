@@ -59,6 +59,14 @@ def check_schema_name(namespace: str) -> str:
     return namespace
 
 
+def refuse_newer(schema: str, have: int) -> None:
+    """Raise ``ConfigError`` when the schema is at a migration this laneway does not know."""
+    if have > latest_version():
+        raise ConfigError(
+            f"schema {schema!r} is at migration {have}, newer than this laneway ({latest_version()}): upgrade laneway"
+        )
+
+
 def installed_version(conn: psycopg.Connection[TupleRow], schema: str) -> int | None:
     """The schema's migration version, or None when laneway has never been installed."""
     found = conn.execute(
@@ -90,11 +98,7 @@ def migrate(conn: psycopg.Connection[TupleRow], schema: str) -> list[int]:
             ).format(ident, sql.Identifier(MIGRATIONS_TABLE))
         )
         have = installed_version(conn, schema) or 0
-        if have > latest_version():
-            raise ConfigError(
-                f"schema {schema!r} is at migration {have}, newer than this laneway "
-                f"({latest_version()}): upgrade laneway"
-            )
+        refuse_newer(schema, have)
         applied = []
         for m in migrations():
             if m.version <= have:
