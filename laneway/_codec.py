@@ -77,7 +77,8 @@ def loads(data: bytes, what: str = "payload") -> Any:
             return _decode_json(data.decode())
         import msgpack
 
-        return msgpack.unpackb(data, raw=False)
+        # strict_map_key=False: keep the integer keys packb wrote (msgpack refuses them by default)
+        return msgpack.unpackb(data, raw=False, strict_map_key=False)
     except Exception as exc:
         raise DecodeError(f"{what} cannot be decoded: {type(exc).__name__}: {exc}") from exc
 

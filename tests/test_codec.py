@@ -23,6 +23,30 @@ def test_msgpack_app_round_trips_arguments_and_results() -> None:
     assert job.result(timeout=1) == [{"a": [1, 2.5, None, True]}, 2]
 
 
+def test_msgpack_keeps_integer_keys_of_arguments_and_results() -> None:
+    app = memory_app(codec="msgpack")
+
+    @app.task(name="invert")
+    def invert(by_id: dict[int, str]) -> dict[str, int]:
+        return {v: k for k, v in by_id.items()} | {"n": len(by_id)}
+
+    job = invert.enqueue({1: "a", 2: "b"})
+    app.run_until_idle()
+    assert job.result(timeout=1) == {"a": 1, "b": 2, "n": 2}
+
+
+def test_json_turns_integer_keys_into_strings_as_json_does() -> None:
+    app = memory_app()  # documented: as with Celery's and Dramatiq's JSON
+
+    @app.task(name="keys")
+    def keys(by_id: dict[int, str]) -> list[object]:
+        return list(by_id)
+
+    job = keys.enqueue({1: "a"})
+    app.run_until_idle()
+    assert job.result(timeout=1) == ["1"]
+
+
 def test_a_json_worker_reads_msgpack_payloads_and_back() -> None:
     packed = Codec("msgpack").encode_call([1, "x"], {"k": [2]}, {"h": "v"})
     plain = Codec("json").encode_call([1, "x"], {"k": [2]}, {"h": "v"})
