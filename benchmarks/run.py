@@ -22,6 +22,8 @@ Steps (in this order; --steps picks some):
   ordered  laneway's ordered workloads: every job on its own lane; 100 hot lanes; 10 lanes
            with lane batching off and on; 1% of lanes retrying or delayed; each backend's
            unordered drain again before and after them (the control their % is taken of)
+  ordered-async  on Redis, the lanes-on drains issue 5 names (a lane per job, 100 hot
+           lanes) with an ``async def`` task, between two unordered ``async def`` controls
   scale    claim latency and storage per lane from 10^3 to 10^6 lanes (quick: 10^5)
   bench    `laneway bench` on each backend: laneway's own rates without the harness's
            Redis probe in the task (what the backend sustains by itself)
@@ -54,8 +56,8 @@ VENVS = os.path.join(HERE, ".venvs")
 
 PEERS = ["celery", "rq", "rq_simple", "dramatiq", "huey", "arq", "saq", "taskiq", "procrastinate", "pgqueuer"]
 BACKENDS = ["sqlite", "redis", "postgres"]
-STEPS = ["setup", "servers", "raw", "peers", "laneway", "ordered", "scale", "bench", "report"]
-MEASURING = ("raw", "peers", "laneway", "ordered", "scale", "bench")
+STEPS = ["setup", "servers", "raw", "peers", "laneway", "ordered", "ordered-async", "scale", "bench", "report"]  # fmt: skip
+MEASURING = ("raw", "peers", "laneway", "ordered", "ordered-async", "scale", "bench")
 
 # (lanes, batch, concurrency; 0: the worker's default): the ordered workloads of laneway
 ORDERED = [
@@ -67,6 +69,8 @@ ORDERED = [
     ("hot10", 20, 80),  # ... on, 80 slots: 20 jobs of a lane per claim
     ("mixed", 1, 0),  # (d) lanes of 20 jobs, 1% of them retrying or delayed
 ]
+ORDERED_ASYNC = ["unique", "hot100"]  # issue 5's lanes-on drains again, with an async def task ...
+ORDERED_ASYNC_BACKENDS = ["redis"]  # ... on Redis
 
 MODES = {
     "quick": {
@@ -322,8 +326,8 @@ def main() -> None:
             for backend in backends:  # the same with an async def task: only the worker side differs
                 bench("laneway", mode, out_dir, phases="drain1,drain2,latency",
                       env={**laneway_env(backend, hold=mode["hold_s"]), "BENCH_LANEWAY_HANDLER": "async"})  # fmt: skip
+        ordered_mode = {**mode, "runs": mode.get("ordered_runs", mode["runs"])}
         if "ordered" in steps:
-            ordered_mode = {**mode, "runs": mode.get("ordered_runs", mode["runs"])}
             for backend in backends:
                 # The unordered drain again, before and after the ordered workloads: their
                 # "% of unordered" compares drains of the same minutes (the laneway step ran
@@ -339,6 +343,15 @@ def main() -> None:
                           phases=phases, env=laneway_env(backend, lanes, batch, conc, mode["hold_s"]))  # fmt: skip
                 bench("laneway", ordered_mode, out_dir, phases=mode["ordered_phases"],
                       env=laneway_env(backend, hold=mode["hold_s"], label=after))  # fmt: skip
+        if "ordered-async" in steps:
+            for backend in [b for b in backends if b in ORDERED_ASYNC_BACKENDS]:
+                before, after = CONTROLS
+                for lanes, label in [("off", before), *((w, "") for w in ORDERED_ASYNC), ("off", after)]:
+                    env = {
+                        **laneway_env(backend, lanes, hold=mode["hold_s"], label=label),
+                        "BENCH_LANEWAY_HANDLER": "async",
+                    }
+                    bench("laneway", ordered_mode, out_dir, phases=mode["ordered_phases"], env=env)
         if "scale" in steps:
             for backend in backends:
                 log(f"=== scale {backend}")

@@ -148,10 +148,10 @@ class System(Base):
     name = (
         "laneway-"
         + BACKEND
+        + ("-async" if HANDLER == "async" else "")  # before the workload: report.py reads "<backend>-async"
         + ("" if LANES == "off" else f"-{LANES}")
         + (f"-batch{BATCH}" if BATCH > 1 else "")
         + (f"-c{CONCURRENCY}" if CONCURRENCY else "")
-        + ("-async" if HANDLER == "async" else "")
         + (f"-{LABEL}" if LABEL else "")
     )
     backend = BACKEND
