@@ -1,8 +1,10 @@
 """Payload and result encoding: JSON by default, msgpack when asked. Never pickle.
 
-A job payload is one map ``{"a": args, "k": kwargs, "h": headers}``. JSON payloads
-start with ``{``; anything else is read as msgpack, so a worker decodes what any
-producer wrote whichever codec that producer used.
+A job payload is one map ``{"a": args, "k": kwargs, "h": headers}``. Encoded JSON starts
+with an ASCII byte and encoded msgpack with a byte of 0x80 or more (``dumps`` writes the
+integers 0-127, which msgpack packs as one ASCII byte, in the two-byte uint 8 form), so a
+worker or a ``job.result()`` decodes what any producer or worker wrote, whichever codec
+that one used.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ class Codec:
                 import msgpack
 
                 packed: bytes = msgpack.packb(value, use_bin_type=True, strict_types=False)
-                return packed
+                return packed if packed[0] >= 0x80 else b"\xcc" + packed  # 0-127: read as JSON otherwise
             return _ENCODER.encode(value).encode()
         except (TypeError, ValueError, OverflowError) as exc:
             raise EncodeError(f"{what} cannot be encoded as {self.name}: {exc}") from exc
@@ -73,7 +75,7 @@ class Codec:
 def loads(data: bytes, what: str = "payload") -> Any:
     """Decode a JSON or msgpack value; raises ``DecodeError`` naming ``what``."""
     try:
-        if data[:1] in (b"{", b"[", b'"', b"n", b"t", b"f") or data[:1].isdigit() or data[:1] == b"-":
+        if data[:1] < b"\x80":  # ASCII: JSON (see the module's docstring)
             return _decode_json(data.decode())
         import msgpack
 

@@ -35,6 +35,14 @@ def test_msgpack_keeps_integer_keys_of_arguments_and_results() -> None:
     assert job.result(timeout=1) == {"a": 1, "b": 2, "n": 2}
 
 
+@pytest.mark.parametrize("codec", ["json", "msgpack"])
+def test_every_small_value_reads_back_as_itself(codec: str) -> None:
+    # msgpack packs 0-127 as one ASCII byte: "1" (49) and "{" (123) must not be taken for JSON
+    values = [*range(-40, 300), "", "a", True, False, 0.5, [], {}, [1], {"k": 1}]
+    for value in values:
+        assert loads(Codec(codec).dumps(value, "v"), "result") == value
+
+
 def test_json_turns_integer_keys_into_strings_as_json_does() -> None:
     app = memory_app()  # documented: as with Celery's and Dramatiq's JSON
 
