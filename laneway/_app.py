@@ -197,14 +197,21 @@ class App(BusMixin):
         return task
 
     def periodic(
-        self, cron: str | None = None, *, every: timedelta | float | None = None, **options: Any
+        self,
+        cron: str | None = None,
+        *,
+        every: timedelta | float | None = None,
+        lane: str | None = None,
+        **options: Any,
     ) -> Callable[[Callable[..., Any]], Task]:
         """Register a task that is enqueued once per tick of ``cron`` or ``every``.
 
         At most one job per tick however many workers run, with no scheduler process;
-        ticks missed while no worker ran are not replayed. Takes the options of ``task``.
+        ticks missed while no worker ran are not replayed. Takes the options of ``task``,
+        and ``lane``: the ticks' jobs go on that lane, so a tick never starts while the
+        one before it still runs (or waits for a retry), and they run in tick order.
         """
-        schedule_args = (cron, every)
+        schedule_args = (cron, every, lane)
         _not_reserved(options.get("name"))
 
         def register(fn: Callable[..., Any]) -> Task:

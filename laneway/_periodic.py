@@ -18,32 +18,38 @@ from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
 from ._constants import PERIODIC_GRACE_S
 from ._errors import ConfigError
+from ._names import check_lane
 from ._task import seconds
 
 
 @dataclass(frozen=True, slots=True)
 class Schedule:
-    """A cron expression (UTC) or a fixed interval, for the task ``name``."""
+    """A cron expression (UTC) or a fixed interval, for the task ``name``; its jobs go on
+    ``lane`` when one is given (ticks then run one at a time, in tick order)."""
 
     name: str
     cron: str | None
     every_s: float | None
+    lane: str | None = None
 
     @classmethod
-    def parse(cls, name: str, cron: str | None, every: timedelta | float | None) -> Schedule:
+    def parse(
+        cls, name: str, cron: str | None, every: timedelta | float | None, lane: str | None = None
+    ) -> Schedule:
+        lane = check_lane(lane)
         if (cron is None) == (every is None):
             raise ConfigError(f"periodic task {name!r}: give exactly one of a cron string or every=")
         if cron is not None:
             if not isinstance(cron, str) or not croniter.is_valid(cron):
                 raise ConfigError(f"periodic task {name!r}: {cron!r} is not a valid cron expression")
-            schedule = cls(name, cron, None)
+            schedule = cls(name, cron, None, lane)
             try:  # valid syntax that never fires ("0 0 31 2 *") fails here, not in every worker
                 schedule.interval_s(schedule.latest_tick(time.time()))
             except (CroniterBadDateError, CroniterBadCronError) as exc:
                 raise ConfigError(f"periodic task {name!r}: {cron!r} never fires ({exc})") from None
             return schedule
         every_s = seconds(every, f"periodic task {name!r}: every=", positive=True)
-        return cls(name, None, every_s)
+        return cls(name, None, every_s, lane)
 
     def latest_tick(self, now: float) -> float:
         """The latest tick at or before ``now`` (epoch seconds)."""

@@ -38,7 +38,7 @@ from . import _constants as C
 from ._errors import ConfigError, JobTimeout
 from ._execute import AsyncLoop, Ran, Runner
 from ._names import check_name
-from ._records import JobRecord, OnDead, Outcome, Verdict
+from ._records import EnqueueResult, JobRecord, OnDead, Outcome, Verdict
 from ._task import Options, count, seconds
 
 if TYPE_CHECKING:
@@ -553,10 +553,12 @@ class Worker:
                 if tick is None or tick <= self._last_ticks.get(name, float("-inf")):
                     continue
                 task = self.app.tasks[name]
-                job = self.app._prepare(task, [((), {})], Options())[0]
-                if self.app.backend.claim_tick(name, tick, job):
-                    log.info("periodic %s: enqueued tick %s", name, tick)
+                job = self.app._prepare(task, [((), {})], Options(lane=schedule.lane))[0]
+                claimed = self.app.backend.claim_tick(name, tick, job)
                 self._last_ticks[name] = tick
+                if claimed:
+                    log.info("periodic %s: enqueued tick %s", name, tick)
+                    self.app._after_enqueue(task, [EnqueueResult(job.id, created=True)])  # its enqueue hook
             except Exception:  # noqa: BLE001 - logged; the next round tries this tick again
                 self._log_failure(f"periodic {name}")
 

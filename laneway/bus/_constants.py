@@ -12,7 +12,8 @@ HEARTBEAT_TASK = "laneway.bus.heartbeat"
 HEARTBEAT_EVENT = "bus.heartbeat"
 """Event type of the heartbeat (ResqueBus's ``heartbeat_minutes``)."""
 HEARTBEAT_LANE = "bus.heartbeat"
-"""Lane every heartbeat copy travels on, so each subscriber sees the minutes in order."""
+"""Lane of the heartbeat jobs (in ``DRIVER_QUEUE``) and of every heartbeat copy, so each
+subscriber sees the minutes in order."""
 HEARTBEAT_EVERY_S = 60.0
 
 META_PREFIX = "bus:app:"

@@ -310,7 +310,11 @@ class BusMixin:
         if wanted is None:
             wanted = any(s.matcher.event_type == C.HEARTBEAT_EVENT for s in state.subscriptions.values())
         if wanted and state.worker_side:
-            app.schedules[C.HEARTBEAT_TASK] = Schedule.parse(C.HEARTBEAT_TASK, None, C.HEARTBEAT_EVERY_S)
+            # Its jobs on the copies' lane too: minute m+1's fan-out waits for m's, even when
+            # the worker running m dies and its lease has to run out first.
+            app.schedules[C.HEARTBEAT_TASK] = Schedule.parse(
+                C.HEARTBEAT_TASK, None, C.HEARTBEAT_EVERY_S, lane=C.HEARTBEAT_LANE
+            )
         else:
             app.schedules.pop(C.HEARTBEAT_TASK, None)
 

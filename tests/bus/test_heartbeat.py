@@ -7,9 +7,11 @@ from datetime import datetime, timezone
 
 import laneway
 from laneway._execute import Runner
+from laneway.backends.memory import MemoryBackend
 from laneway.bus import DRIVER_QUEUE, HEARTBEAT_EVENT, HEARTBEAT_TASK
 from laneway.bus._events import heartbeat_event
 from laneway.bus.testing import deliver
+from laneway.testing import Clock
 
 from .conftest import Seen
 
@@ -63,3 +65,24 @@ def test_a_heartbeat_job_that_runs_twice_delivers_once(billing: laneway.App, see
     billing.backend.sweep(worker="doomed")
     deliver(billing)
     assert len(seen.of("billing")) == 1
+
+
+def test_subscribers_see_the_minutes_in_order_when_a_heartbeat_worker_dies() -> None:
+    clock = Clock(start=1_800_000_000.0)  # a minute's start
+    backend = MemoryBackend(clock=clock)
+    reports = laneway.App(backend=backend, name="reports")
+    minutes: list[int] = []
+    reports.subscribe(HEARTBEAT_EVENT, name="on_minute")(lambda e: minutes.append(e["epoch_minutes"]))
+    reports.register_subscriptions()
+    ticker = reports.worker()
+    clock.advance(1)
+    ticker._tick_schedules()  # minute m's heartbeat job
+    (doomed,) = backend.claim([DRIVER_QUEUE], worker="killed", limit=1, lease_s=60)
+    clock.advance(60)
+    ticker._tick_schedules()  # minute m+1's, while m's worker is gone but holds its lease
+    reports.run_until_idle(list(reports.system_queues))
+    assert minutes == []  # m+1 waits behind m on the heartbeat's lane
+    clock.advance(5)  # the killed worker's lease has run out
+    backend.sweep()
+    reports.run_until_idle(list(reports.system_queues))
+    assert minutes == [int(doomed.enqueued_at // 60), int(doomed.enqueued_at // 60) + 1]

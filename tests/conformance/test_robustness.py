@@ -102,6 +102,27 @@ def test_rule12_claim_tick_is_at_most_once_per_tick(backend: Backend, app: lanew
     assert len(backend.list_jobs()) == 2
 
 
+def test_rule12_a_periodic_lane_runs_ticks_one_at_a_time_and_each_calls_the_enqueue_hook(
+    backend: Backend, app: laneway.App
+) -> None:
+    hooked: list[str] = []
+
+    @app.periodic(
+        every=timedelta(seconds=1), lane="nightly", name="ticked", enqueue=lambda j: hooked.append(j.id)
+    )
+    def ticked() -> None: ...
+
+    worker = app.worker()
+    worker._tick_schedules()
+    time.sleep(1.05)  # the next one-second tick
+    worker._tick_schedules()
+    jobs = sorted(backend.list_jobs(), key=lambda r: r.enqueued_at)
+    assert [(r.task, r.lane) for r in jobs] == [("ticked", "nightly")] * 2
+    assert sorted(hooked) == sorted(r.id for r in jobs)  # as a producer's enqueue would
+    claimed = backend.claim([app.default_queue], worker="w", limit=2, lease_s=30)
+    assert [r.id for r in claimed] == [jobs[0].id]  # the later tick waits for the earlier one
+
+
 def test_rule12_periodic_needs_a_valid_schedule(app: laneway.App) -> None:
     with pytest.raises(laneway.ConfigError, match="cron"):
         app.periodic("not a cron")(lambda: None)
