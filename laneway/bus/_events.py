@@ -50,31 +50,35 @@ def copy_id(bus_id: str, app: str, key: str) -> str:
     return f"{bus_id[:12]}{digest}"
 
 
-def _json_problem(value: Any, path: str) -> str | None:
-    """Where ``value`` stops being plain JSON, or None if it is JSON all the way down."""
+class _NotJson(Exception):
+    """Where a value stops being plain JSON (the message names the path)."""
+
+
+def _plain(value: Any, path: str) -> Any:
+    """``value`` as plain JSON data: a copy with tuples as lists and mappings as dicts, so
+    matchers and handlers see the same value in every bus mode (driver mode decodes the
+    stored JSON). Raises ``_NotJson`` naming where it stops being JSON."""
     if value is None or isinstance(value, (str, bool, int)):
-        return None
+        return value
     if isinstance(value, float):
-        return None if math.isfinite(value) else f"{path} is {value!r} (not finite)"
+        if not math.isfinite(value):
+            raise _NotJson(f"{path} is {value!r} (not finite)")
+        return value
     if isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            problem = _json_problem(item, f"{path}[{i}]")
-            if problem:
-                return problem
-        return None
+        return [_plain(item, f"{path}[{i}]") for i, item in enumerate(value)]
     if isinstance(value, Mapping):
+        out = {}
         for k, item in value.items():
             if not isinstance(k, str):
-                return f"{path} has a {type(k).__name__} key {k!r} (JSON keys are strings)"
-            problem = _json_problem(item, f"{path}.{k}")
-            if problem:
-                return problem
-        return None
-    return f"{path} is a {type(value).__name__}"
+                raise _NotJson(f"{path} has a {type(k).__name__} key {k!r} (JSON keys are strings)")
+            out[k] = _plain(item, f"{path}.{k}")
+        return out
+    raise _NotJson(f"{path} is a {type(value).__name__}")
 
 
 def check_attrs(attrs: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The publisher's attributes as a plain dict, if they are JSON and not reserved.
+    """The publisher's attributes as a plain JSON copy (tuples as lists), if they are JSON
+    and not reserved.
 
     Raises:
         EncodeError: an attribute (named by its path) is not plain JSON (str, int, float,
@@ -88,23 +92,26 @@ def check_attrs(attrs: Mapping[str, Any] | None) -> dict[str, Any]:
     for name in attrs:
         if isinstance(name, str) and name.startswith(C.RESERVED_PREFIX):
             raise ConfigError(f"attribute {name!r}: names starting with {C.RESERVED_PREFIX!r} are the bus's")
-    problem = _json_problem(attrs, "attributes")
-    if problem:
-        raise EncodeError(f"event {problem}, not JSON; convert it (e.g. isoformat() a datetime)")
-    return dict(attrs)
+    try:
+        plain: dict[str, Any] = _plain(attrs, "attributes")
+    except _NotJson as exc:
+        raise EncodeError(f"event {exc}, not JSON; convert it (e.g. isoformat() a datetime)") from None
+    return plain
 
 
 def check_event(event: Any) -> Event:
-    """``event`` if it is JSON and carries the bus's metadata (after hooks, on fan-out)."""
+    """``event`` as a plain JSON copy, if it is JSON and carries the bus's metadata (after
+    hooks, on fan-out)."""
     if not isinstance(event, dict):
         raise EncodeError(f"an event must be a dict, not {type(event).__name__}")
-    problem = _json_problem(event, "event")
-    if problem:
-        raise EncodeError(f"{problem}, not JSON; before_publish hooks must keep events JSON")
+    try:
+        plain: Event = _plain(event, "event")
+    except _NotJson as exc:
+        raise EncodeError(f"{exc}, not JSON; before_publish hooks must keep events JSON") from None
     for name in (C.EVENT_TYPE, C.BUS_ID):
-        if not isinstance(event.get(name), str) or not event[name]:
+        if not isinstance(plain.get(name), str) or not plain[name]:
             raise EncodeError(f"event has no {name!r}: not an event of the bus")
-    return event
+    return plain
 
 
 def build_event(

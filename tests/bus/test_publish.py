@@ -223,3 +223,22 @@ def test_published_helpers_filter_by_type_and_attributes(shop: laneway.App) -> N
 def test_publish_inside_a_transaction_needs_an_sql_backend(shop: laneway.App) -> None:
     with pytest.raises(laneway.ConfigError, match="SQL"):
         shop.publish("x", connection=object())
+
+
+@pytest.mark.parametrize("mode", ["driver", "standalone", "inline"])
+def test_every_mode_matches_and_delivers_the_json_form_of_tuples(
+    mode: str, shop: laneway.App, billing: laneway.App, seen: Seen
+) -> None:
+    from laneway.bus import blank
+
+    billing.subscribe({"bus_event_type": "order", "items": blank()}, name="empty")(
+        lambda e: seen.add("empty", e)
+    )
+    billing.register_subscriptions()
+    shop.configure_bus(mode=mode)
+    sizes = [1, 2]
+    shop.publish("order", {"items": (), "sizes": (1, 2), "kept": sizes})
+    sizes.append(3)  # the publisher's own objects are not what handlers get
+    deliver(shop, billing)
+    (empty,) = seen.of("empty")
+    assert (empty["items"], empty["sizes"], empty["kept"]) == ([], [1, 2], [1, 2])
