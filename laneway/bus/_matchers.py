@@ -21,6 +21,7 @@ processes can evaluate them without importing the subscriber.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -175,6 +176,8 @@ def _condition(name: str, spec: Any) -> Condition:
     if isinstance(spec, (str, int, float, bool)):
         if isinstance(spec, str) and not spec:
             raise ConfigError(f"matcher for {name!r}: use blank() to match an empty string")
+        if isinstance(spec, float) and not math.isfinite(spec):  # no event can carry one
+            raise ConfigError(f"matcher for {name!r}: {spec!r} can never match (events are JSON)")
         return Exact(spec)
     if spec is None:
         raise ConfigError(f"matcher for {name!r}: use empty() for null or nil() for a missing key")

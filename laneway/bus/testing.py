@@ -87,11 +87,16 @@ def deliver(*apps: App, max_rounds: int = 1000) -> int:
 
     Each app runs only its own queues (``app.system_queues``: the driver queue and its
     subscriber queues), so no app claims another's copies; apps that only publish run
-    nothing. Retries and delayed jobs not yet due stay queued.
+    nothing. Apps with subscriptions store them first (``register_subscriptions``), as a
+    worker does when it starts: a fan-out routes by the stored set. Retries and delayed
+    jobs not yet due stay queued.
 
     Returns:
         How many jobs ran.
     """
+    for app in apps:
+        if app.subscriptions:
+            app.register_subscriptions()
     total = 0
     for _ in range(max_rounds):
         ran = sum(a.run_until_idle(list(a.system_queues)) for a in apps if a.system_queues)

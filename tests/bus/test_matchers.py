@@ -103,7 +103,8 @@ def test_labels_are_short_and_readable() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["", {}, {"k": None}, {"k": ""}, {"k": [1]}, {1: "x"}, re.compile(b"bytes"), 42, ["user_created"]],
+    ["", {}, {"k": None}, {"k": ""}, {"k": [1]}, {1: "x"}, re.compile(b"bytes"), 42, ["user_created"]]
+    + [{"k": float("nan")}, {"k": float("inf")}],
 )
 def test_invalid_matchers_are_refused_with_a_config_error(bad: object) -> None:
     with pytest.raises(laneway.ConfigError):

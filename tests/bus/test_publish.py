@@ -242,3 +242,12 @@ def test_every_mode_matches_and_delivers_the_json_form_of_tuples(
     deliver(shop, billing)
     (empty,) = seen.of("empty")
     assert (empty["items"], empty["sizes"], empty["kept"]) == ([], [1, 2], [1, 2])
+
+
+def test_deliver_stores_the_subscriptions_first_as_a_worker_would(
+    shop: laneway.App, billing: laneway.App, seen: Seen
+) -> None:
+    billing.subscribe("user_created")(lambda e: seen.add("billing", e))  # never registered by hand
+    shop.publish("user_created", {"id": 43})
+    deliver(shop, billing)
+    assert [e["id"] for e in seen.of("billing")] == [43]
