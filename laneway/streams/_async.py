@@ -114,6 +114,8 @@ class AsyncKeyedProcessor(Generic[K, T, P]):
         deadline = None if timeout is None else loop.time() + timeout
         # Re-check after every wake-up: another submitter may have taken the freed slot.
         while not self._can_submit():
+            if self._core.duplicate(partition, offset):  # refused at once, full or not
+                return False
             remaining = None if deadline is None else max(deadline - loop.time(), 0.0)
             if remaining == 0.0 or not await self._wait_until(self._can_submit, remaining):
                 raise TimeoutError(f"no capacity within {timeout} s")
@@ -218,7 +220,9 @@ class AsyncKeyedProcessor(Generic[K, T, P]):
             self._tasks[task] = job
             task.add_done_callback(self._forget)
         due = None if self._core.failure else self._core.next_due()
-        if due is not None and (self._timer is None or self._timer.when() > due):
+        # A retry already due waits for a slot, and a finishing task pumps again: a timer
+        # for a time already past would fire at once, again and again, until then.
+        if due is not None and due > loop.time() and (self._timer is None or self._timer.when() > due):
             if self._timer is not None:
                 self._timer.cancel()
             self._timer = loop.call_at(due, self._on_timer)

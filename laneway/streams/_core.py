@@ -9,6 +9,7 @@ contiguous watermark; and a ready queue of keys whose head item may start.
 from __future__ import annotations
 
 import heapq
+import operator
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from typing import Generic, TypeVar
@@ -95,20 +96,21 @@ class Core(Generic[K, T, P]):
         """Accept an item; return ``(accepted, key_became_ready)``.
 
         An offset not above the last one accepted for its partition is refused (a redelivery
-        of work this generation of the partition already holds).
+        of work this generation of the partition already holds). An unhashable key or
+        partition, or an offset that is not an int, raises ``TypeError`` and changes nothing.
         """
+        state = self.keys.get(key)  # hashes the key before anything changes
+        offset = operator.index(offset)
+        if self.duplicate(partition, offset):
+            return False, False
         part = self.parts.get(partition)
         if part is None:
             part = self.parts[partition] = Partition()
-        elif part.last is not None and offset <= part.last:
-            self.counts["duplicates"] += 1
-            return False, False
         part.last = offset
         part.pending.append(offset)
         job: Job[K, T, P] = Job(key, item, partition, offset, part)
         self.in_flight += 1
         self.counts["submitted"] += 1
-        state = self.keys.get(key)
         if state is None:
             state = self.keys[key] = KeyState(key)
             state.queue.append(job)
@@ -116,6 +118,14 @@ class Core(Generic[K, T, P]):
             return True, True
         state.queue.append(job)
         return True, False
+
+    def duplicate(self, partition: P, offset: int) -> bool:
+        """Whether ``add`` would refuse ``offset`` as a duplicate (counted as one if so)."""
+        part = self.parts.get(partition)
+        if part is None or part.last is None or offset > part.last:
+            return False
+        self.counts["duplicates"] += 1
+        return True
 
     def take(self, now: float) -> Job[K, T, P] | None:
         """Start the head item of the next ready key, or return None if none may start."""
@@ -154,9 +164,19 @@ class Core(Generic[K, T, P]):
         return self._mark_done(job)
 
     def fail(self, job: Job[K, T, P], exc: BaseException, now: float) -> tuple[Action, Ack[P] | None]:
-        """Apply the error policy to a failed attempt; return the action and any new watermark."""
+        """Apply the error policy to a failed attempt; return the action and any new watermark.
+
+        An item of a partition being revoked (or revoked) is dropped instead, as its queued
+        items were: the partition's next owner runs it again, so it is neither retried here
+        nor allowed to stop the processor (returned as ``SKIP`` with no watermark).
+        """
         self._stop_running(job)
         self.counts["failed"] += 1
+        if self.parts.get(job.partition) is not job.part:  # detached: a new owner has it
+            self.in_flight -= 1
+            self.counts["discarded"] += 1
+            self._release_key(job)
+            return Action.SKIP, None
         action, delay = self.policy.decide(job.attempt)
         state = self.keys[job.key]
         if action is Action.RETRY:

@@ -314,6 +314,14 @@ class KafkaStreamConsumer:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = {(p.topic, p.partition) for p in partitions}
         logger.info("assigned %s", sorted(tps))
+        # librdkafka keeps a partition's pause across revoke and re-assign: one paused under
+        # backpressure before a rebalance took it away would come back paused for good.
+        # Each assigned partition starts in the state the loop is in.
+        if self._paused:
+            consumer.pause(partitions)
+            self._paused |= tps
+        else:
+            consumer.resume(partitions)
         self._assigned |= tps
         self._joined = True
         # A final commit refused during the previous rebalance is still true if the partition

@@ -148,6 +148,8 @@ class KeyedProcessor(Generic[K, T, P]):
         with self._lock:
             while True:
                 self._raise_if_unusable()
+                if self._core.duplicate(partition, offset):  # refused at once, full or not
+                    return False
                 if self._core.in_flight < self.max_in_flight:
                     break
                 remaining = _remaining(deadline)
@@ -204,6 +206,7 @@ class KeyedProcessor(Generic[K, T, P]):
                     break
                 self._progress.wait(remaining)
             self._core.seal(detached)
+            self._work_ready.notify_all()  # a key whose head was dropped may run its next item
             self._space.notify_all()
             self._progress.notify_all()
         with self._ack_lock:

@@ -197,3 +197,57 @@ def test_async_concurrent_submitters_never_exceed_max_in_flight() -> None:
 
     asyncio.run(main())
     assert peak == 3
+
+
+def test_async_an_item_failing_while_its_partition_is_revoked_is_dropped_not_retried() -> None:
+    attempts: list[str] = []
+
+    async def work(item: str) -> None:
+        attempts.append(item)
+        await asyncio.sleep(0.2)
+        raise RuntimeError("boom")
+
+    async def main() -> None:
+        processor: AsyncKeyedProcessor[str, str, str] = AsyncKeyedProcessor(
+            work, lambda p, o: None, error_policy=ErrorPolicy(retries=2, backoff=0.01, then="stop")
+        )
+        await processor.submit("k", "m0", "p0", 0)
+        await asyncio.sleep(0.05)
+        assert await processor.revoke(["p0"], timeout=5) == {"p0": None}
+        await asyncio.sleep(0.2)
+        assert processor.failure is None
+        assert processor.stats().in_flight == 0
+        await processor.close()
+
+    asyncio.run(main())
+    assert attempts == ["m0"]
+
+
+def test_async_a_due_retry_waiting_for_a_slot_does_not_spin_the_loop() -> None:
+    async def work(item: str) -> None:
+        if item == "fails":
+            raise RuntimeError("retried after 50 ms")
+        await asyncio.sleep(0.3)
+
+    async def main() -> int:
+        policy = ErrorPolicy(retries=1, backoff=0.05, then="skip")
+        processor: AsyncKeyedProcessor[str, str, str] = AsyncKeyedProcessor(
+            work, lambda p, o: None, concurrency=1, error_policy=policy
+        )
+        fired = 0
+        on_timer = processor._on_timer
+
+        def counted() -> None:
+            nonlocal fired
+            fired += 1
+            on_timer()
+
+        processor._on_timer = counted  # type: ignore[method-assign]
+        await processor.submit("a", "fails", "p", 0)
+        await asyncio.sleep(0.01)  # it has failed; its retry is due in 50 ms ...
+        await processor.submit("b", "slow", "p", 1)  # ... while this holds the only slot
+        await asyncio.sleep(0.25)
+        await processor.close()
+        return fired
+
+    assert asyncio.run(main()) < 10  # it fired tens of thousands of times before

@@ -199,6 +199,27 @@ def test_fetching_pauses_under_backpressure_and_resumes_without_loss(cluster: Mo
     assert commit_violations(member.commits) == []
 
 
+def test_partitions_paused_under_backpressure_are_read_again_after_a_rebalance(cluster: MockCluster) -> None:
+    """librdkafka keeps a pause across revoke and re-assign; the member must resume them."""
+    topic, group = unique("repause"), unique("g")
+    produced = cluster.produce(topic, keys=20, per_key=10)
+    release = threading.Event()
+    history = History()
+    first = start_member(
+        cluster, topic, group, history, gate=lambda m: release.wait(30),
+        workers=1, max_in_flight=2, max_buffered=4, revoke_timeout=0.3, poll_timeout=0.05,
+    )  # fmt: skip
+    wait_until(lambda: first.consumer.pauses >= 1, 30, "backpressure to pause the first member")
+    second = start_member(cluster, topic, group, history, workers=2)
+    wait_until(lambda: bool(second.consumer.assignment), 30, "the rebalance")
+    release.set()
+    second.stop()  # every partition goes back to the first member
+    produced += cluster.produce(topic, keys=20, per_key=5)
+    wait_until(lambda: not missing(produced, history.completed), 60, "every message, before and after")
+    first.stop()
+    assert first.errors == [] and second.errors == []
+
+
 def test_stop_policy_raises_and_commits_only_below_the_failed_message(cluster: MockCluster) -> None:
     topic, group = unique("poison"), unique("g")
     produced = cluster.produce(topic, keys=8, per_key=10)

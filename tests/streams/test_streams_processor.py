@@ -425,3 +425,70 @@ def test_work_raising_system_exit_fails_the_item_without_killing_the_worker() ->
         stats = processor.stats()
     assert (stats.skipped, stats.done) == (1, 1)
     assert acks.last("p") == 1
+
+
+def test_an_item_failing_while_its_partition_is_revoked_is_dropped_not_retried() -> None:
+    attempts: list[str] = []
+    started = threading.Event()
+
+    def work(item: str) -> None:
+        attempts.append(item)
+        if item == "m0":
+            started.set()
+            time.sleep(0.2)
+            raise RuntimeError("boom")
+
+    policy = ErrorPolicy(retries=2, backoff=0.01, then="stop")
+    with KeyedProcessor(work, Acks(), workers=2, error_policy=policy) as processor:
+        processor.submit("k", "m0", "p0", 0)
+        assert started.wait(5)
+        assert processor.revoke(["p0"], timeout=5) == {"p0": None}
+        time.sleep(0.2)  # a retry would have started by now
+        assert processor.submit("k", "m1", "p1", 0)  # not stopped by a partition it gave up
+        assert processor.flush(5)
+        stats = processor.stats()
+    assert attempts == ["m0", "m1"]
+    assert (stats.failed, stats.retried, stats.discarded) == (1, 0, 1)
+
+
+def test_a_submit_that_raises_for_its_key_changes_nothing() -> None:
+    acks = Acks()
+    with KeyedProcessor(lambda item: None, acks, workers=2) as processor:
+        processor.submit("a", "x0", "p", 0)
+        with pytest.raises(TypeError):
+            processor.submit(["unhashable"], "x1", "p", 1)  # type: ignore[arg-type]
+        assert processor.submit("a", "x1", "p", 1)  # the offset was not taken
+        assert processor.flush(5)
+        assert processor.stats().in_flight == 0
+    assert acks.last("p") == 1
+
+
+def test_a_duplicate_offset_is_refused_at_once_when_the_processor_is_full() -> None:
+    gates = Gates()
+    with KeyedProcessor(gates.work, Acks(), max_in_flight=1, workers=1) as processor:
+        processor.submit("a", "a0", "p", 0)
+        started = time.monotonic()
+        assert processor.submit("a", "again", "p", 0, timeout=1) is False
+        assert time.monotonic() - started < 0.5
+        gates.release("a0")
+
+
+def test_revoking_a_partition_lets_the_key_run_its_item_of_another_partition_at_once() -> None:
+    runs: list[str] = []
+
+    def work(item: str) -> None:
+        runs.append(item)
+        if item == "a@p1":
+            raise RuntimeError("retried in 30 s")
+
+    policy = ErrorPolicy(retries=1, backoff=30, then="skip")
+    with KeyedProcessor(work, Acks(), workers=2, error_policy=policy) as processor:
+        processor.submit("A", "a@p1", "p1", 0)
+        processor.submit("A", "a@p2", "p2", 0)  # waits behind a@p1's retry
+        deadline = time.monotonic() + 5
+        while processor.stats().waiting_retry == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        processor.revoke(["p1"], timeout=1)
+        assert processor.flush(2)  # not after the 30 s backoff of the dropped item
+    assert runs == ["a@p1", "a@p2"]
