@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ._errors import Retry
+from ._errors import JobTimeout, Retry
 from ._timeouts import Watchdog
 
 if TYPE_CHECKING:
@@ -147,9 +147,14 @@ class Timeout:
             return call_next(job)
         alarm = self.watchdog.arm(rec.timeout_s)
         try:
-            return call_next(job)
+            value = call_next(job)
         finally:
-            self.watchdog.disarm(alarm)
+            fired = self.watchdog.disarm(alarm)
+        if fired:  # the handler caught the interruption (``except Exception``) and went on
+            raise JobTimeout(
+                f"handler exceeded its timeout of {rec.timeout_s} s (and caught the interruption)"
+            )
+        return value
 
     async def acall(self, job: Job, call_next: Callable[[Job], Awaitable[Any]]) -> Any:
         """Async handlers are cancelled by the runner at their timeout: nothing to arm."""

@@ -122,6 +122,24 @@ def test_rule9_sync_handler_past_its_timeout_is_interrupted_and_counts_as_failed
     assert "JobTimeout" in (job.error or "")
 
 
+def test_rule9_a_sync_handler_that_catches_its_timeout_still_fails_the_attempt(app: laneway.App) -> None:
+    caught = []
+
+    @app.task(name="stubborn", timeout=0.2, max_attempts=1)
+    def stubborn() -> str:
+        try:
+            time.sleep(1)
+        except Exception as exc:  # a common retry-or-log pattern swallows the interruption
+            caught.append(type(exc).__name__)
+        return "done anyway"
+
+    job = stubborn.enqueue()
+    drain(app)
+    assert caught == ["JobTimeout"]
+    assert job.refresh().status is Status.DEAD
+    assert "caught the interruption" in (job.error or "")
+
+
 def test_rule9_async_handler_past_its_timeout_is_cancelled(app: laneway.App) -> None:
     cancelled = []
 
