@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import os
 import re
 import threading
@@ -13,14 +14,14 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, overload
 
 from . import _constants as C
-from ._codec import Codec
+from ._codec import Codec, decode_call
 from ._errors import ConfigError, PayloadTooLarge
 from ._job import Job
 from ._lanes import Preprocessors
 from ._middleware import Envelope, ErrorReporting, Logging, Middleware, Timeout, compose
 from ._names import check_name, check_namespace
 from ._periodic import Schedule
-from ._records import NewJob, OnDead, Priority
+from ._records import EnqueueResult, NewJob, OnDead, Priority
 from ._task import CallShape, Hooks, Options, Task, call_pair, count, seconds
 from ._timeouts import Watchdog
 from .backends import Backend, open_backend
@@ -29,6 +30,8 @@ from .bus import BusMixin
 if TYPE_CHECKING:
     from ._lanes import Batch, LaneProducer
     from ._worker import Worker, WorkerListener
+
+log = logging.getLogger("laneway")
 
 
 def new_id() -> str:
@@ -275,12 +278,17 @@ class App(BusMixin):
             news.append(self._new_job(task, env.args, env.kwargs, env.headers, resolved, env.id))
         return news
 
+    def mapped_priority(self, priority: int) -> int:
+        """``priority`` through ``priority_map``, which maps legacy numbers only: laneway's
+        own levels (``laneway.HIGH`` ...) pass unchanged even where a legacy number equals one."""
+        return priority if isinstance(priority, Priority) else self.priority_map.get(priority, priority)
+
     def _resolve(self, task: Task, o: Options) -> dict[str, Any]:
         """The stored fields every call with these options shares (checked once per batch)."""
         t, d = task.opts, self.defaults
         queue = o.queue or t.queue or self.default_queue
         priority = o.priority if o.priority is not None else t.priority
-        priority = Priority.NORMAL if priority is None else self.priority_map.get(priority, priority)
+        priority = Priority.NORMAL if priority is None else self.mapped_priority(priority)
         count(priority, "priority (an int or a level)", least=C.PRIORITY_MIN, most=C.PRIORITY_MAX)
         if o.delay and o.run_at is not None:
             raise ConfigError(f"give delay or run_at, not both (delay={o.delay:g}, run_at={o.run_at:g})")
@@ -321,7 +329,7 @@ class App(BusMixin):
     ) -> list[Job]:
         news = self._prepare(task, calls, opts)
         results = self.backend.enqueue(news, connection=opts.connection)
-        return self._after_enqueue(task, results)
+        return self._after_enqueue(task, results, news)
 
     async def _enqueue_async(
         self, task: Task, calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]], opts: Options
@@ -330,22 +338,31 @@ class App(BusMixin):
             raise ConfigError("connection= needs the sync enqueue (the transaction is the caller's)")
         news = self._prepare(task, calls, opts)
         results = await self.backend.enqueue_async(news)
-        return self._after_enqueue(task, results)
+        return self._after_enqueue(task, results, news)
 
-    def _after_enqueue(self, task: Task, results: Sequence[Any]) -> list[Job]:
+    def _after_enqueue(
+        self, task: Task, results: Sequence[EnqueueResult], news: Sequence[NewJob]
+    ) -> list[Job]:
+        """The enqueued jobs, after the ``enqueue`` hook of each one this call created."""
         jobs = [Job(self, r.id) for r in results]
-        hook = task.hooks.enqueue
-        if hook is not None or task.is_class:
-            for job, r in zip(jobs, results, strict=True):
-                if r.created:
-                    self._enqueue_hook(task, job)
+        if task.hooks.enqueue is not None or task.own_enqueue_hook:
+            for new, r in zip(news, results, strict=True):
+                if r.created:  # its call as stored, not read back: the row may be in the caller's transaction
+                    self._enqueue_hook(task, Job(self, r.id, call=decode_call(new.payload)))
         return jobs
 
     def _enqueue_hook(self, task: Task, job: Job) -> None:
-        hooks = task.prepare_args(job.args, job.kwargs).hooks if task.is_class else task.hooks
-        hook = hooks.enqueue
-        if hook is not None:
-            hook(job)
+        """Call ``task``'s enqueue hook; the job is stored already, so an exception is logged,
+        not raised (a caller retrying the enqueue would store it twice)."""
+        try:
+            if task.own_enqueue_hook:
+                hook = task.prepare_args(job.args, job.kwargs).hooks.enqueue
+            else:
+                hook = task.hooks.enqueue
+            if hook is not None:
+                hook(job)
+        except Exception:
+            log.exception("the enqueue hook of %s failed for job %s (the job is enqueued)", task.name, job.id)
 
     def get_job(self, job_id: str) -> Job | None:
         """The job with ``job_id``, or None if there is none."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import logging
 import random
 import threading
@@ -236,16 +237,21 @@ class Runner:
             return Ran(prepared)
         assert self._astack is not None
         hooks = prepared.hooks
+        abandoned = False
         try:
             if hooks.before is not None:
                 hooks.before(job)
             job._run = lambda: _bounded(prepared.run(), rec.timeout_s)
             value = await self._astack(job)
             result = self._encode(value, rec)
+        except GeneratorExit:  # the worker stopped and released the job; this run is being collected
+            abandoned = True
+            raise
         except BaseException as exc:  # noqa: BLE001 - as in _attempt
             return Ran(self._caught(rec, exc, job, hooks, task))
         finally:
-            _hook(hooks.after, job)
+            if not abandoned:
+                _hook(hooks.after, job)
         _hook(hooks.success, job)
         return Ran(Outcome(rec.id, rec.token, Verdict.SUCCEEDED, result=result))
 
@@ -312,14 +318,28 @@ class Runner:
 
     def _invoke(self, task: Task, run: Any, rec: JobRecord) -> Any:
         value = run()
-        if task.is_async:
+        if task.is_async or inspect.iscoroutine(value):  # or an async def behind a sync decorator
             return self.loop.run(value, rec.timeout_s)
         return value
 
     def _failed(
         self, rec: JobRecord, exc: BaseException, job: Job, hooks: Hooks, task: Task | None
     ) -> Outcome:
+        self._report(exc, job)
         return self._retry(rec, exc, job, hooks, task, None)
+
+    def _report(self, exc: BaseException, job: Job) -> None:
+        """Hand a failed attempt's exception to the app's ``exception_reporter`` unless the
+        ``ErrorReporting`` layer did: failures outside the execution stack (a ``before``
+        hook, a class's constructor, the result's encoding, an unknown task, an undecodable
+        payload) are reported too. ``Retry`` is not a failure and is not reported."""
+        reporter = self.app.exception_reporter
+        if reporter is None or job._reported is exc:  # the ErrorReporting layer had it
+            return
+        try:
+            reporter(exc, job)
+        except Exception:
+            log.exception("exception_reporter failed for job %s", job.id)
 
     def _retry(
         self,
@@ -360,8 +380,10 @@ class Runner:
     ) -> Outcome:
         assert rec.token is not None
         error = _describe(exc)
-        if exhausted:
+        if exhausted:  # reported by _failed already, or a Retry
             error = f"{error} (attempt {rec.attempts} of {rec.max_attempts})"
+        else:
+            self._report(exc, job)
         if hooks is not None:
             _hook(hooks.failure, job)
         return Outcome(rec.id, rec.token, Verdict.DEAD, error=error, traceback=_format_tb(exc))

@@ -96,7 +96,9 @@ class ContextLayer(ABC):
 
 
 class ErrorReporting(ContextLayer):
-    """Hands every exception but ``Retry`` to ``reporter(exc, job)``, then re-raises."""
+    """Hands every exception but ``Retry`` to ``reporter(exc, job)``, then re-raises. (The
+    runner reports the failures that happen outside the stack, such as a ``before`` hook's,
+    and skips the one this layer has reported.)"""
 
     def __init__(self, reporter: Callable[[BaseException, Job], Any]) -> None:
         self.reporter = reporter
@@ -105,9 +107,10 @@ class ErrorReporting(ContextLayer):
     def around(self, job: Job) -> Iterator[None]:
         try:
             yield
-        except Retry:
+        except (Retry, GeneratorExit):  # a retry asked for; a run abandoned at shutdown
             raise
         except BaseException as exc:
+            job._reported = exc
             try:
                 self.reporter(exc, job)
             except Exception:
@@ -126,6 +129,8 @@ class Logging(ContextLayer):
             yield
         except Retry as exc:
             log.info("job %s %s asked for a retry: %s", job.id, job.task_name, exc)
+            raise
+        except GeneratorExit:  # abandoned at shutdown, the job released: not a failure
             raise
         except BaseException as exc:
             log.warning("job %s %s failed: %s: %s", job.id, job.task_name, type(exc).__name__, exc)

@@ -271,6 +271,8 @@ class Task(_Enqueuer):
             self.takes_connection = False
         self.shape: CallShape | None = None
         """Set by ``App.task``: enqueues are checked against it (see ``check_args``)."""
+        self.own_enqueue_hook = self.is_class and callable(getattr(target, "enqueue", None))
+        """A class task whose class defines ``enqueue``: the hook is a method of an instance."""
 
     def check_args(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         """Raise ``TypeError`` naming the task if a call with ``args`` and ``kwargs`` would
@@ -302,7 +304,10 @@ class Task(_Enqueuer):
         instance = self.target(*args, **kwargs)
         found = {h: getattr(instance, h, None) for h in HOOK_NAMES}
         process: Callable[[], Any] = instance.process
-        return Prepared(process, Hooks(**{k: v for k, v in found.items() if callable(v)}))
+        # a hook the class does not define may be given as a keyword, as for a function task
+        return Prepared(
+            process, Hooks(**{h: v if callable(v) else getattr(self.hooks, h) for h, v in found.items()})
+        )
 
 
 class BoundTask(_Enqueuer):

@@ -558,7 +558,9 @@ class Worker:
                 self._last_ticks[name] = tick
                 if claimed:
                     log.info("periodic %s: enqueued tick %s", name, tick)
-                    self.app._after_enqueue(task, [EnqueueResult(job.id, created=True)])  # its enqueue hook
+                    self.app._after_enqueue(
+                        task, [EnqueueResult(job.id, created=True)], [job]
+                    )  # its enqueue hook
             except Exception:  # noqa: BLE001 - logged; the next round tries this tick again
                 self._log_failure(f"periodic {name}")
 
@@ -589,12 +591,12 @@ class Worker:
     def _shutdown(self) -> None:
         """Stop claiming, let running jobs finish within ``grace_s``, release the rest."""
         self._stopping.set()
-        now = time.monotonic()
-        deadline, waiter_by = now + self.grace_s, now + self.idle_wait_s + 1.0
+        began = time.monotonic()
+        waiter_by = began + self.idle_wait_s + 1.0
 
         def busy() -> bool:  # held jobs within the grace period, an idle wait within its own
-            t = time.monotonic()
-            return (bool(self._held) and t < deadline) or (self._waiting and t < waiter_by)
+            t = time.monotonic()  # grace_s read each time: a second signal sets it to 0
+            return (bool(self._held) and t < began + self.grace_s) or (self._waiting and t < waiter_by)
 
         with self._cond:
             while busy():

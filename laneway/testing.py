@@ -26,6 +26,7 @@ import time
 from typing import Any
 
 from ._app import App
+from ._codec import decode_call
 from ._history import EventKind, HistoryRecorder, Report, check_history, load_history
 from ._job import Job
 from ._observe import HistoryListener, record_in_job
@@ -87,18 +88,28 @@ def enqueued(
     lane: str | None = None,
     status: Status | None = None,
 ) -> list[Job]:
-    """Jobs stored in ``app``'s backend, oldest first, filtered by task (a ``Task`` or
-    name), queue, lane and status."""
-    name = getattr(task, "name", task)
+    """Jobs stored in ``app``'s backend, oldest first, filtered by task (a ``Task`` or a
+    name; of ``t.options(...)`` only the task counts: filter with ``queue=`` and ``lane=``),
+    queue, lane and status."""
+    name = _task_name(task)
     recs = app.backend.list_jobs(queue=queue, lane=lane, status=status, limit=1_000_000)
     return [Job(app, r.id, record=r) for r in reversed(recs) if name is None or r.task == name]
 
 
+def _task_name(task: Any) -> Any:
+    """The name of a ``Task``, of a ``BoundTask`` (its ``.task``), or ``task`` itself."""
+    return getattr(getattr(task, "task", task), "name", task)
+
+
 def assert_enqueued(app: App, task: Any, *args: Any, **kwargs: Any) -> Job:
-    """Assert that a call of ``task`` with exactly these arguments is pending; return it."""
+    """Assert that a call of ``task`` with exactly these arguments is pending; return it.
+
+    The arguments are compared as a worker will see them, after the app's codec (with
+    JSON, a tuple matches the list it was stored as)."""
+    want = decode_call(app.codec.encode_call(args, kwargs, {}))
     jobs = [j for j in enqueued(app, task) if j.status.pending]
     for job in jobs:
-        if job.args == list(args) and job.kwargs == kwargs:
+        if job.args == want.args and job.kwargs == want.kwargs:
             return job
     calls = [(j.args, j.kwargs) for j in jobs]
-    raise AssertionError(f"no pending {getattr(task, 'name', task)}{args!r} {kwargs!r}; pending: {calls!r}")
+    raise AssertionError(f"no pending {_task_name(task)}{args!r} {kwargs!r}; pending: {calls!r}")

@@ -277,7 +277,7 @@ class BusMixin:
         app = self._bus_app()
         t, d = local.task.opts, app.defaults
         level = Priority.NORMAL if t.priority is None else t.priority
-        priority = app.priority_map.get(level, level)
+        priority = app.mapped_priority(level)
         if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 255:
             raise ConfigError(f"priority must be an int from 0 to 255 (or a level), not {priority!r}")
         return Subscription(

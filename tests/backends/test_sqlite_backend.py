@@ -179,6 +179,29 @@ def test_enqueue_in_a_callers_transaction_is_visible_only_after_commit(
     assert [r.id for r in backend.claim(["default"], worker="w", limit=1, lease_s=30)] == [job.id]
 
 
+def test_class_tasks_and_enqueue_hooks_enqueue_in_a_callers_transaction(
+    backend: SQLiteBackend, caller: sqlite3.Connection
+) -> None:
+    app = laneway.App(backend=backend)
+    seen: list[list[object]] = []
+
+    @app.task(name="Resize")
+    class Resize:
+        def __init__(self, image: int) -> None:
+            self.image = image
+
+        def process(self) -> None: ...
+
+    @app.task(name="hooked", enqueue=lambda job: seen.append(job.args))
+    def hooked(image: int) -> None: ...
+
+    a = Resize.enqueue(7, connection=caller)  # used to read its row back, unseen before the commit
+    b = hooked.enqueue(8, connection=caller)
+    caller.commit()
+    assert seen == [[8]]
+    assert {backend.get_job(j.id).task for j in (a, b)} == {"Resize", "hooked"}  # type: ignore[union-attr]
+
+
 def test_enqueue_in_a_rolled_back_transaction_leaves_no_trace(
     backend: SQLiteBackend, caller: sqlite3.Connection
 ) -> None:

@@ -43,6 +43,53 @@ def test_class_task_runs_process_with_its_hooks_in_order(app: laneway.App) -> No
     assert calls == ["enqueue:7", "before", "process:7", "after", "success"]
 
 
+def test_class_task_takes_the_hooks_it_lacks_as_keywords(app: laneway.App) -> None:
+    calls: list[str] = []
+
+    @app.task(
+        name="Charge",
+        max_attempts=1,
+        enqueue=lambda job: calls.append("kw enqueue"),
+        error=lambda job, exc: calls.append("kw error"),
+        failure=lambda job: calls.append("kw failure"),
+    )
+    class Charge:
+        def process(self) -> None:
+            raise RuntimeError("declined")
+
+        def failure(self, job: laneway.Job) -> None:  # its own hook wins over the keyword
+            calls.append("own failure")
+
+    Charge.enqueue()
+    drain(app)
+    assert calls == ["kw enqueue", "kw error", "own failure"]
+
+
+def test_an_enqueue_hook_that_raises_is_logged_and_the_job_stays_enqueued(
+    app: laneway.App, caplog: pytest.LogCaptureFixture
+) -> None:
+    built: list[int] = []
+
+    @app.task(name="Picky")
+    class Picky:  # no enqueue hook: the producer never builds one
+        def __init__(self, n: int) -> None:
+            built.append(n)
+
+        def process(self) -> None: ...
+
+    def broken(job: laneway.Job) -> None:
+        raise RuntimeError("hook bug")
+
+    @app.task(name="hooked", enqueue=broken)
+    def hooked() -> None: ...
+
+    Picky.enqueue(1)
+    job = hooked.enqueue()  # no exception: the job is stored, a retry would store it twice
+    assert built == []
+    assert "hook bug" in caplog.text
+    assert {r.task for r in app.backend.list_jobs()} == {"Picky", "hooked"} and job.id
+
+
 def test_failure_hooks_see_each_error_and_the_final_failure(app: laneway.App) -> None:
     calls: list[str] = []
 
@@ -130,6 +177,9 @@ def test_priority_map_maps_legacy_numbers_to_levels(backend: Backend) -> None:
     high = t.options(priority=10).enqueue()
     assert low.refresh().record is not None and low.record.priority == laneway.BULK
     assert high.refresh().record is not None and high.record.priority == laneway.HIGH
+    # laneway's own levels are not legacy numbers: LOW (1) stays LOW
+    level = t.options(priority=laneway.LOW).enqueue()
+    assert level.refresh().record is not None and level.record.priority == laneway.LOW
 
 
 def test_exception_reporter_gets_every_failed_attempt(backend: Backend) -> None:
@@ -145,6 +195,36 @@ def test_exception_reporter_gets_every_failed_attempt(backend: Backend) -> None:
     job = t.enqueue()
     drain(app)
     assert reported == [("ZeroDivisionError", job.id)]
+
+
+def test_exception_reporter_also_gets_failures_outside_the_handler(backend: Backend) -> None:
+    reported: list[tuple[str, str]] = []
+    app = laneway.App(
+        backend=backend, exception_reporter=lambda exc, job: reported.append((job.task_name, repr(exc)))
+    )
+
+    def before(job: laneway.Job) -> None:
+        raise RuntimeError("before")
+
+    @app.task(name="hooked", max_attempts=1, before=before)
+    def hooked() -> None: ...
+
+    @app.task(name="unencodable", max_attempts=1)
+    def unencodable() -> object:
+        return {1, 2}
+
+    @app.task(name="Ctor", max_attempts=1)
+    class Ctor:
+        def __init__(self) -> None:
+            raise RuntimeError("ctor")
+
+        def process(self) -> None: ...
+
+    for task in (hooked, unencodable, Ctor):
+        task.enqueue()
+    app.send_task("nowhere", max_attempts=1)
+    drain(app)
+    assert sorted(name for name, _ in reported) == ["Ctor", "hooked", "nowhere", "unencodable"]
 
 
 def test_failures_are_logged_under_laneway(app: laneway.App, caplog: pytest.LogCaptureFixture) -> None:
