@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import os
 import threading
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from .._errors import ConfigError
 from ._base import Backend
 
-__all__ = ["Backend", "open_backend"]
+__all__ = ["Backend", "open_backend", "shown_url"]
 
 _shared_memory: dict[tuple[str, str], Backend] = {}
 _shared_lock = threading.Lock()
+
+
+def shown_url(url: str) -> str:
+    """``url`` as it may be printed or logged: its password, if any, replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def open_backend(url: str, namespace: str, *, create: bool = True) -> Backend:

@@ -84,4 +84,4 @@ def unsubscribe_command(url: str, namespace: str, app_name: str, key: str | None
     if not removed:
         what = f"subscription {key!r}" if key else "subscriptions"
         raise click.ClickException(f"app {app_name!r} has no stored {what}")
-    console.print(f"removed {removed} subscription(s) of {app_name!r}")
+    console.print(f"removed {removed} subscription(s) of {app_name!r}", markup=False, highlight=False)

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from .._app import App
 from .._constants import DEFAULT_NAMESPACE, DEFAULT_URL, URL_ENV
@@ -110,9 +111,16 @@ def emit_json(value: Any) -> None:
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    t = Table(title=title, title_justify="left")
+    """Print a table; every title and cell is plain text (stored data such as ``tenant[a]``
+    or an error with ``[/]`` in it is not read as rich markup)."""
+    t = Table(title=Text(title), title_justify="left")
     for col in columns:
         t.add_column(col, overflow="fold", no_wrap=col in ("queue", "id", "lane", "status"))
     for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
+        t.add_row(*(Text("" if v is None else str(v)) for v in row))
     console.print(t)
+
+
+def say(*parts: str | Text) -> None:
+    """Print a line made of plain strings (not read as markup) and styled ``Text``."""
+    console.print(Text.assemble(*parts), highlight=False)

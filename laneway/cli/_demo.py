@@ -8,10 +8,12 @@ import tempfile
 import uuid
 
 import click
+from rich.text import Text
 
 from .._demo import RunConfig, print_result, run
 from .._errors import ConfigError
-from ._common import COUNT, POSITIVE_SECONDS, F, console
+from ..backends import shown_url
+from ._common import COUNT, POSITIVE_SECONDS, F, console, say
 
 
 def _run_options(fn: F) -> F:
@@ -80,8 +82,10 @@ def demo_command(
         concurrency=concurrency,
         work_ms=work_ms,
     )
-    console.print(
-        f"laneway demo on [bold]{url}[/bold]: {jobs} jobs, {lanes} lanes, {workers} worker processes"
+    say(
+        "laneway demo on ",
+        Text(shown_url(url), style="bold"),
+        f": {jobs} jobs, {lanes} lanes, {workers} worker processes",
     )
     _run_and_judge(cfg, tmp)
 
@@ -132,7 +136,9 @@ def chaos_command(
         kill_every_s=kill_every,
         lease_s=lease_s,
     )
-    console.print(
-        f"laneway chaos on [bold]{url}[/bold]: {jobs} jobs, {lanes} lanes, {workers} workers, {kills} kills"
+    say(
+        "laneway chaos on ",
+        Text(shown_url(url), style="bold"),
+        f": {jobs} jobs, {lanes} lanes, {workers} workers, {kills} kills",
     )
     _run_and_judge(cfg)

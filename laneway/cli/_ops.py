@@ -7,9 +7,11 @@ import time
 from datetime import datetime, timezone
 
 import click
+from rich.text import Text
 
 from .._records import JobRecord, Status
-from ._common import COUNT, backend_options, console, emit_json, json_option, open_app, table
+from ..backends import shown_url
+from ._common import COUNT, backend_options, console, emit_json, json_option, open_app, say, table
 
 
 def _when(ts: float | None) -> str:
@@ -39,7 +41,7 @@ def stats_command(url: str, namespace: str, as_json: bool) -> None:
         emit_json(stats)
         return
     table(
-        f"laneway {url} ({namespace})",
+        f"laneway {shown_url(url)} ({namespace})",
         [
             "queue",
             "scheduled",
@@ -154,7 +156,7 @@ def jobs_show(url: str, namespace: str, as_json: bool, job_id: str) -> None:
         return
     for key, value in _public(rec).items():
         if key != "traceback" and value is not None:
-            console.print(f"[bold]{key}[/bold]: {value}", highlight=False)
+            say(Text(key, style="bold"), f": {value}")
     if rec.traceback:
         console.print("[bold]traceback[/bold]:")
         console.print(rec.traceback, highlight=False, markup=False)
@@ -181,7 +183,7 @@ def _each(url: str, namespace: str, job_ids: tuple[str, ...], action: str) -> No
     failed = 0
     for job_id in job_ids:
         ok = backend.retry(job_id) if action == "retry" else backend.cancel(job_id)
-        console.print(f"{job_id}: {'done' if ok else 'not possible in its current state'}")
+        say(f"{job_id}: {'done' if ok else 'not possible in its current state'}")
         failed += not ok
     if failed:
         raise SystemExit(1)
@@ -237,4 +239,4 @@ def migrate_command(url: str, namespace: str) -> None:
     start = time.perf_counter()
     if callable(migrate):
         migrate()
-    console.print(f"schema of {url} ({namespace}) is current ({(time.perf_counter() - start) * 1e3:.0f} ms)")
+    say(f"schema of {shown_url(url)} ({namespace}) is current ({(time.perf_counter() - start) * 1e3:.0f} ms)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..backends import shown_url
 from ..cli._common import backend_options
 from ._net import is_loopback
 
@@ -76,7 +77,7 @@ def dashboard_command(
     )
     shown = f"[{host}]" if ":" in host else host
     click.echo(
-        f"laneway dashboard for {url} ({namespace}) on http://{shown}:{port}/"
+        f"laneway dashboard for {shown_url(url)} ({namespace}) on http://{shown}:{port}/"
         + (" (read-only)" if read_only else "")
         + (" (token required)" if token else "")
     )

@@ -77,3 +77,24 @@ def test_jobs_cancel_reports_what_was_not_possible(url: str) -> None:
 
 def test_migrate_reports_a_current_schema(url: str) -> None:
     assert "is current" in _run("migrate", "--url", url, "-n", "ops")
+
+
+def test_stored_text_that_looks_like_markup_is_printed_as_it_is(url: str) -> None:
+    app = laneway.App(url, namespace="ops")
+
+    @app.task(name="odd", max_attempts=1)
+    def odd() -> None:
+        raise ValueError("bad [/] in [red]input[/red]")
+
+    job = odd.options(lane="tenant[acme]").enqueue()
+    app.worker(idle_wait_s=0.01).run(burst=True)
+    listed = _run("jobs", "list", "--url", url, "-n", "ops")  # rich used to raise MarkupError
+    assert "tenant[acme]" in listed and "[red]input[/red]" in listed
+    assert "tenant[acme]" in _run("jobs", "show", job.id, "--url", url, "-n", "ops")
+    assert "[/]" in _run("dead", "list", "--url", url, "-n", "ops")
+    app.close()
+
+
+def test_a_password_in_the_url_is_never_printed(url: str) -> None:
+    shown = _run("stats", "--url", "memory://admin:hunter2@localhost", "-n", "ops")
+    assert "hunter2" not in shown and "admin:***@localhost" in shown
