@@ -4,8 +4,10 @@ The supervisor starts each child as ``python -m laneway worker ... --child`` wit
 worker id it chooses, so when a child dies it can recover that child's leases at
 once (``backend.sweep(worker=...)``) instead of waiting for them to expire, then start
 a new child. A child that keeps dying young is restarted with a growing delay (no
-crash loop). SIGTERM/SIGINT are passed on to the children; those still alive after
-``grace_s + 2`` seconds are killed.
+crash loop). A child that exits with code 2 (a usage error: it could never run) ends
+the supervision with that code instead. With ``burst``, a child that exits 0 has found
+the queues empty and is not replaced; the supervisor ends when all have. SIGTERM/SIGINT
+are passed on to the children; those still alive after ``grace_s + 2`` seconds are killed.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ._app import App
 log = logging.getLogger("laneway.supervisor")
 _YOUNG_S = 2.0
 _MAX_RESTART_DELAY_S = 10.0
+_USAGE_ERROR = 2  # click's exit code for bad options: restarting the child cannot help
 
 
 @dataclass
@@ -42,15 +45,19 @@ class _Child:
 class Supervisor:
     """Keeps ``processes`` worker children running until told to stop."""
 
-    def __init__(self, app: App, child_args: list[str], processes: int, grace_s: float) -> None:
+    def __init__(
+        self, app: App, child_args: list[str], processes: int, grace_s: float, *, burst: bool = False
+    ) -> None:
         self.app = app
         self.child_args = child_args
         self.processes = processes
         self.grace_s = grace_s
+        self.burst = burst
         self.prefix = f"{socket.gethostname()}:{os.getpid()}"
         self.children: dict[int, _Child] = {}
         self.stopping = False
         self.restarts = 0
+        self.exit_code = 0
 
     def _spawn(self, index: int, generation: int, quick_deaths: int = 0) -> _Child:
         worker_id = f"{self.prefix}:w{index}.{generation}"
@@ -73,10 +80,11 @@ class Supervisor:
         try:
             for i in range(self.processes):
                 self.children[i] = self._spawn(i, 0)
-            while not self.stopping:
+            while not self.stopping and self.children:
                 self._reap()
                 time.sleep(0.1)
-            return self._shutdown()
+            self._shutdown()
+            return self.exit_code
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
@@ -97,7 +105,15 @@ class Supervisor:
             code = child.proc.poll()
             if code is None:
                 continue
+            if code == 0 and self.burst:  # found the queues empty: done
+                del self.children[index]
+                continue
             self._recover(child, code)
+            if code == _USAGE_ERROR:
+                log.error("worker %s cannot run with these options (exit code 2); stopping", child.worker_id)
+                del self.children[index]
+                self.exit_code, self.stopping = _USAGE_ERROR, True
+                return
             young = now - child.started < _YOUNG_S
             child.quick_deaths = child.quick_deaths + 1 if young else 0
             delay = min(_MAX_RESTART_DELAY_S, 0.25 * (2**child.quick_deaths)) if child.quick_deaths else 0.0
@@ -113,7 +129,7 @@ class Supervisor:
             recovered = 0
         log.warning("worker %s exited with %s; %d jobs it held went back", child.worker_id, code, recovered)
 
-    def _shutdown(self) -> int:
+    def _shutdown(self) -> None:
         alive = [c for c in self.children.values() if c.restart_at is None]
         for child in alive:
             if child.proc.poll() is None:
@@ -127,4 +143,3 @@ class Supervisor:
                 child.proc.kill()
                 child.proc.wait()
                 self._recover(child, -9)
-        return 0

@@ -74,7 +74,10 @@ def worker_command(
     """Pull and run jobs of MODULE:APP from QUEUES.
 
     With -p N, a supervisor runs N worker processes and restarts any that die, handing
-    the work a dead one held straight back to the queue. SIGTERM or SIGINT stops
+    the work a dead one held straight back to the queue (with --burst, it ends once
+    every process has found the queues empty). A process that exits with a usage error
+    (exit code 2, such as a metrics port in use) is not restarted: the supervisor stops
+    the others and exits with 2. SIGTERM or SIGINT stops
     claiming, lets running jobs finish within --grace, and releases the rest.
     """
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -83,12 +86,15 @@ def worker_command(
         queue_names(queues)  # checked here too: the supervisor's children would die of it
     except ConfigError as exc:
         raise click.BadParameter(str(exc), param_hint="'-q' / '--queues'") from None
-    if child or burst:
+    if child or (burst and processes == 1):
         if metrics_port is not None:
             from .._metrics import instrument, start_metrics_server
 
             instrument(app)
-            start_metrics_server(metrics_port, metrics_addr, tries=processes)
+            try:
+                start_metrics_server(metrics_port, metrics_addr, tries=processes)
+            except OSError as exc:  # exit code 2: the supervisor does not restart it
+                raise click.BadParameter(str(exc), param_hint="'--metrics-port'") from None
         try:
             w = Worker(
                 app,
@@ -121,4 +127,6 @@ def worker_command(
         args += ["--lease", str(lease_s)]
     if metrics_port is not None:
         args += ["--metrics-port", str(metrics_port), "--metrics-addr", metrics_addr, "-p", str(processes)]
-    raise SystemExit(Supervisor(app, args, processes, grace_s).run())
+    if burst:
+        args.append("--burst")
+    raise SystemExit(Supervisor(app, args, processes, grace_s, burst=burst).run())

@@ -100,3 +100,58 @@ def test_demo_command_runs_lanes_in_order_with_nothing_lost(tmp_path: Path) -> N
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK" in result.stdout and "0 lost" in result.stdout and "0 out of" in result.stdout
     assert "jobs/s" in result.stdout
+
+
+PID_APP = textwrap.dedent(
+    """
+    import os, time
+    import laneway
+    app = laneway.App(os.environ["T_URL"], namespace="pids")
+
+    @app.task(name="pid")
+    def pid(i: int) -> int:
+        time.sleep(0.05)
+        return os.getpid()
+    """
+)
+
+
+def _pid_app(tmp_path: Path) -> tuple[dict[str, str], laneway.App]:
+    (tmp_path / "pidapp.py").write_text(PID_APP)
+    url = f"sqlite:///{tmp_path / 'pids.db'}"
+    app = laneway.App(url, namespace="pids")
+    return {**os.environ, "T_URL": url, "PYTHONPATH": str(tmp_path)}, app
+
+
+@pytest.mark.timeout(60)
+def test_burst_with_several_processes_runs_them_all_and_exits_when_the_queue_is_empty(tmp_path: Path) -> None:
+    env, app = _pid_app(tmp_path)
+    for i in range(30):
+        app.send_task("pid", (i,))
+    done = subprocess.run(
+        [sys.executable, "-m", "laneway", "worker", "pidapp:app", "--burst", "-p", "3", "-c", "1"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=50,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    recs = app.backend.list_jobs(limit=100)
+    assert {r.status for r in recs} == {laneway.Status.SUCCEEDED} and len(recs) == 30
+    assert len({r.result for r in recs}) == 3  # three processes ran them, not one
+    app.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_child_that_cannot_start_stops_the_supervisor_with_exit_code_2(tmp_path: Path) -> None:
+    env, app = _pid_app(tmp_path)
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "laneway", "worker", "pidapp:app", "--metrics-port", str(port)],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=20,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]  # it used to restart the child for ever
+    assert "--metrics-port" in done.stderr and "Traceback" not in done.stderr
+    app.close()
