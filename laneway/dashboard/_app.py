@@ -43,6 +43,7 @@ OVERVIEW_LANES = 20
 QUEUE_LANES = 200
 RECENT_JOBS = 20
 PAGE_SIZE = 50
+MAX_OFFSET = 1_000_000_000  # a page further than this is empty on every backend (SQLite overflows at 2^63)
 THROUGHPUT_CACHE_S = 15.0
 MAX_BULK_RETRY = 10_000
 FLASH_COOKIE = "laneway_flash"
@@ -146,7 +147,7 @@ class Dashboard:
         q = request.query_params
         try:
             status = Status.DEAD if dead else (Status(q["status"]) if q.get("status") else None)
-            offset = max(0, int(q.get("offset", "0")))
+            offset = min(max(0, int(q.get("offset", "0"))), MAX_OFFSET)
         except ValueError:
             return PlainTextResponse("bad status or offset", status_code=400)
         f = P.JobFilter(
@@ -327,7 +328,7 @@ class Dashboard:
     def routes(self) -> list[Route | Mount]:
         return [
             Route("/", self.overview),
-            Route("/queues/{queue}", self.queue),
+            Route("/queues/{queue:path}", self.queue),  # a queue name may hold "/"
             Route("/jobs", self.jobs),
             Route("/jobs/{job_id}", self.job),
             Route("/jobs/{job_id}/retry", self.action(self.retry_job), methods=["POST"]),

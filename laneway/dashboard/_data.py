@@ -77,15 +77,16 @@ def throughput(
     for status, buckets in counts.items():
         offset = 0
         while offset < scan_limit:
-            page = backend.list_jobs(status=status, limit=min(SCAN_PAGE, scan_limit - offset), offset=offset)
+            want = min(SCAN_PAGE, scan_limit - offset)
+            page = backend.list_jobs(status=status, limit=want, offset=offset)
             for rec in page:
                 if rec.finished_at is not None and start <= rec.finished_at < start + n * bucket_s:
                     buckets[int((rec.finished_at - start) // bucket_s)] += 1
             offset += len(page)
-            if len(page) < SCAN_PAGE:
+            if len(page) < want:  # the end of the stored jobs
                 break
-        else:
-            truncated = True
+        else:  # the limit was reached: truncated only if a job lies beyond it
+            truncated = truncated or bool(backend.list_jobs(status=status, limit=1, offset=offset))
         scanned += offset
     return Throughput(start, bucket_s, counts[Status.SUCCEEDED], counts[Status.DEAD], scanned, truncated)
 

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from functools import cache
 from importlib import resources
 from string import Template
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from .._records import Status
 from ._data import Sample, Throughput
@@ -57,6 +57,11 @@ def _attr(key: str) -> str:
 
 def link(href: str, text: object, **attrs: object) -> Html:
     return tag("a", text, href=href, **attrs)
+
+
+def queue_path(queue: str) -> str:
+    """The page of ``queue``: its name quoted, slashes included (``emails/high``)."""
+    return f"/queues/{quote(queue, safe='')}"
 
 
 def url(path: str, **query: object) -> str:

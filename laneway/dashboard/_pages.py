@@ -17,6 +17,7 @@ from ._html import (
     join,
     legend,
     link,
+    queue_path,
     samples_chart,
     table,
     tag,
@@ -97,7 +98,7 @@ def cards(stats: Sequence[QueueStats], blocked: int) -> Html:
 def queues_table(stats: Sequence[QueueStats]) -> Html:
     rows = [
         [
-            link(url(f"/queues/{s.queue}"), s.queue),
+            link(queue_path(s.queue), s.queue),
             _depth(s),
             s.running,
             s.scheduled,
@@ -139,7 +140,7 @@ def lanes_table(lanes: Sequence[LaneInfo], *, show_queue: bool) -> Html:
             age(lane.head_age_s),
             state,
         ]
-        rows.append([link(url(f"/queues/{lane.queue}"), lane.queue), *row] if show_queue else row)
+        rows.append([link(queue_path(lane.queue), lane.queue), *row] if show_queue else row)
     cols = ["lane", "depth", "head", "head status", "head attempts", "head age", "state"]
     return table(
         ["queue", *cols] if show_queue else cols, rows, empty="No lane has pending work.", cls="lanes"
@@ -254,7 +255,9 @@ def jobs_page(ctx: Ctx, recs: Sequence[JobRecord], f: JobFilter, has_more: bool,
         pager.append(link(url(base, **query, offset=max(0, f.offset - f.limit)), "newer"))
     if has_more:
         pager.append(link(url(base, **query, offset=f.offset + f.limit), "older"))
-    actions = dead_actions(ctx, f.queue) if dead and recs else Html("")
+    # the bulk actions act on a queue's dead jobs: not offered on a lane's page, whose
+    # heading would say they act on that lane alone
+    actions = dead_actions(ctx, f.queue) if dead and recs and not f.lane else Html("")
     return fill(
         "jobs.html",
         heading=esc(heading),
@@ -301,7 +304,7 @@ def job_page(ctx: Ctx, rec: JobRecord, call: CallView) -> Html:
     lane = link(url("/jobs", queue=rec.queue, lane=rec.lane), rec.lane) if rec.lane else "(none)"
     facts = [
         ("task", rec.task),
-        ("queue", link(url(f"/queues/{rec.queue}"), rec.queue)),
+        ("queue", link(queue_path(rec.queue), rec.queue)),
         ("lane", lane),
         ("position in lane", rec.seq),
         ("priority", rec.priority),
@@ -354,7 +357,7 @@ def bus_page(subs: Sequence[Subscription], raw: Sequence[RawMeta]) -> Html:
         [
             s.app,
             s.key,
-            link(url(f"/queues/{s.queue}"), s.queue),
+            link(queue_path(s.queue), s.queue),
             s.task,
             tag("code", s.matcher),
             when(s.written_at),

@@ -328,3 +328,38 @@ def test_the_sampler_runs_while_the_server_runs(shop):
     asyncio.run(run_lifespan())
     assert sampler.points()[0].dead == 2
     assert sampler.stop.is_set()
+
+
+def test_a_queue_whose_name_holds_a_slash_has_its_page(client_for):
+    from laneway.testing import memory_app
+
+    app = memory_app()
+    app.task(name="t", queue="emails/high")(lambda: None).enqueue()
+    client = client_for(create_app(app))
+    assert 'href="/queues/emails%2Fhigh"' in client.get("/").text
+    assert client.get("/queues/emails%2Fhigh").status_code == 200
+
+
+def test_a_lanes_dead_letters_offer_no_bulk_action_that_would_reach_other_lanes(shop, client):
+    html = client.get("/dead", params={"lane": "user:<42>"}).text
+    assert shop.stuck.id in html
+    assert 'action="/dead/purge"' not in html and 'action="/dead/retry"' not in html
+
+
+def test_an_offset_past_any_page_is_an_empty_page(client_for, tmp_path):
+    app = laneway.App(f"sqlite:///{tmp_path / 'd.db'}")  # SQLite overflowed at 2^63
+    assert client_for(create_app(app)).get("/jobs", params={"offset": "9" * 30}).status_code == 200
+    app.close()
+
+
+def test_throughput_says_truncated_only_when_jobs_lie_beyond_the_scan(client_for):
+    from laneway.dashboard._data import throughput
+    from laneway.testing import memory_app
+
+    app = memory_app()
+    app.task(name="t")(lambda: None).enqueue_many([((), {})] * 30)
+    app.run_until_idle()
+    now = app.backend.now()
+    assert throughput(app.backend, now, scan_limit=30).truncated is False
+    assert throughput(app.backend, now, scan_limit=25).truncated is True
+    assert throughput(app.backend, now, scan_limit=40).truncated is False
