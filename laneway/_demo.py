@@ -179,9 +179,10 @@ def _produce(
     cfg: RunConfig,
     clock: Callable[[], float],
     lanes: list[int],
-    per_lane: int,
+    per_lane: list[int],
     refs: list[JobRef],
     lock: threading.Lock,
+    stop: threading.Event,
 ) -> None:
     from ._demo_app import TASK
 
@@ -189,8 +190,12 @@ def _produce(
     recorder = HistoryRecorder(cfg.history_dir, worker=f"producer-{threading.get_ident()}")
     bound = {lane: task.options(lane=f"lane-{lane}") for lane in lanes}
     try:
-        for seq in range(per_lane):
+        for seq in range(max((per_lane[lane] for lane in lanes), default=0)):
+            if stop.is_set():  # the run was interrupted (Ctrl-C, SIGTERM)
+                return
             for lane in lanes:
+                if seq >= per_lane[lane]:
+                    continue
                 name = f"lane-{lane}"
                 job = bound[lane].enqueue(name, seq)
                 recorder.record(EventKind.ENQUEUE, job.id, name, seq, time=clock())
@@ -207,17 +212,19 @@ def run(cfg: RunConfig, console: Console | None = None) -> RunResult:
     console = console or Console()
     app = build_app(cfg.url, cfg.namespace, lease_s=cfg.lease_s)
     clock: Callable[[], float] = local_clock if cfg.clock == "local" else app.backend.now
-    per_lane = max(1, cfg.jobs // cfg.lanes)
-    total = per_lane * cfg.lanes
+    # exactly cfg.jobs jobs: the first jobs % lanes lanes take one more
+    per_lane = [cfg.jobs // cfg.lanes + (lane < cfg.jobs % cfg.lanes) for lane in range(cfg.lanes)]
+    total = cfg.jobs
     refs: list[JobRef] = []
     lock = threading.Lock()
+    stop = threading.Event()
     workers = _Workers(cfg, clock)
     start = time.monotonic()
     try:
         workers.start_all()
         owners = [list(range(cfg.lanes))[i :: cfg.producers] for i in range(cfg.producers)]
         producers = [
-            threading.Thread(target=_produce, args=(app, cfg, clock, own, per_lane, refs, lock))
+            threading.Thread(target=_produce, args=(app, cfg, clock, own, per_lane, refs, lock, stop))
             for own in owners
         ]
         for t in producers:
@@ -225,6 +232,7 @@ def run(cfg: RunConfig, console: Console | None = None) -> RunResult:
         try:
             _watch(app, cfg, workers, total, console)
         finally:
+            stop.set()
             workers.stop_all()
             for t in producers:
                 t.join()

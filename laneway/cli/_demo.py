@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 import uuid
+from types import FrameType
+from urllib.parse import urlsplit
 
 import click
 from rich.text import Text
@@ -46,7 +49,21 @@ def _run_options(fn: F) -> F:
 
 
 def _run_and_judge(cfg: RunConfig, scratch_dir: str | None = None) -> None:
-    """Run, print the verdict, remove the run's files; exit 1 if the history broke a promise."""
+    """Run, print the verdict, remove the run's files; exit 1 if the history broke a promise.
+
+    SIGTERM ends the run as Ctrl-C does: its worker processes are stopped and its files
+    removed (the default action would leave both behind)."""
+    if urlsplit(cfg.url).scheme == "memory":
+        raise click.BadParameter(
+            "memory:// lives inside one process and the run's workers are processes of their own: "
+            "use sqlite:///path.db, redis:// or postgresql://",
+            param_hint="'--url'",
+        )
+
+    def terminate(signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    before = signal.signal(signal.SIGTERM, terminate)
     try:
         try:
             result = run(cfg, console)
@@ -54,6 +71,7 @@ def _run_and_judge(cfg: RunConfig, scratch_dir: str | None = None) -> None:
             raise click.BadParameter(str(exc), param_hint="'--url'") from None
         print_result(result, console)
     finally:
+        signal.signal(signal.SIGTERM, before)
         shutil.rmtree(cfg.history_dir, ignore_errors=True)
         if scratch_dir is not None:
             shutil.rmtree(scratch_dir, ignore_errors=True)

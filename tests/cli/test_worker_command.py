@@ -102,6 +102,42 @@ def test_demo_command_runs_lanes_in_order_with_nothing_lost(tmp_path: Path) -> N
     assert "jobs/s" in result.stdout
 
 
+def test_demo_runs_exactly_the_jobs_it_announces(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "laneway", "demo", "--jobs", "7", "--lanes", "3", "--workers", "1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK  7 jobs" in result.stdout  # it ran 6 (7 // 3 per lane) before
+
+
+def test_demo_refuses_a_memory_url_its_worker_processes_could_not_share(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "laneway", "demo", "--url", "memory://"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 2 and "memory://" in result.stderr
+
+
+@pytest.mark.timeout(60)
+def test_a_terminated_demo_stops_its_workers_and_removes_its_files(tmp_path: Path) -> None:
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "laneway", "demo", "--jobs", "100000", "--lanes", "10", "--workers", "1", "--work-ms", "50"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not (children := _children_of(demo.pid)):
+        assert time.monotonic() < deadline, "the demo started no worker"
+        time.sleep(0.1)
+    time.sleep(1)
+    demo.send_signal(signal.SIGTERM)
+    assert demo.wait(20) == 128 + signal.SIGTERM
+    time.sleep(1)
+    assert [c for c in children if os.path.exists(f"/proc/{c}")] == []
+    assert list(tmp_path.glob("laneway-*")) == []  # the database and the history are gone
+
+
 PID_APP = textwrap.dedent(
     """
     import os, time
