@@ -4,8 +4,9 @@ The supervisor starts each child as ``python -m laneway worker ... --child`` wit
 worker id it chooses, so when a child dies it can recover that child's leases at
 once (``backend.sweep(worker=...)``) instead of waiting for them to expire, then start
 a new child. A child that keeps dying young is restarted with a growing delay (no
-crash loop). A child that exits with code 2 (a usage error: it could never run) ends
-the supervision with that code instead. With ``burst``, a child that exits 0 has found
+crash loop). A child that exits with ``EX_CONFIG`` (it cannot run with its options)
+ends the supervision with exit code 2 instead; any other exit code, a job's ``os._exit(2)``
+included, is a crash and restarted. With ``burst``, a child that exits 0 has found
 the queues empty and is not replaced; the supervisor ends when all have. SIGTERM/SIGINT
 are passed on to the children; those still alive after ``grace_s + 2`` seconds are killed.
 """
@@ -27,7 +28,8 @@ from ._app import App
 log = logging.getLogger("laneway.supervisor")
 _YOUNG_S = 2.0
 _MAX_RESTART_DELAY_S = 10.0
-_USAGE_ERROR = 2  # click's exit code for bad options: restarting the child cannot help
+EX_CONFIG = 78  # sysexits.h: a child that cannot run with its options; restarting cannot help
+USAGE_ERROR = 2  # what the supervisor then exits with, as for bad options of its own
 
 
 @dataclass
@@ -109,10 +111,10 @@ class Supervisor:
                 del self.children[index]
                 continue
             self._recover(child, code)
-            if code == _USAGE_ERROR:
-                log.error("worker %s cannot run with these options (exit code 2); stopping", child.worker_id)
+            if code == EX_CONFIG:
+                log.error("worker %s cannot run with these options; stopping", child.worker_id)
                 del self.children[index]
-                self.exit_code, self.stopping = _USAGE_ERROR, True
+                self.exit_code, self.stopping = USAGE_ERROR, True
                 return
             young = now - child.started < _YOUNG_S
             child.quick_deaths = child.quick_deaths + 1 if young else 0

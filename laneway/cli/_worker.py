@@ -7,8 +7,9 @@ import logging
 import click
 
 from .. import _constants as C
+from .._app import App
 from .._errors import ConfigError
-from .._supervisor import Supervisor
+from .._supervisor import EX_CONFIG, Supervisor
 from .._worker import Worker, queue_names
 from ._common import COUNT, LOG_LEVEL, PORT, POSITIVE_SECONDS, SECONDS, load_app
 
@@ -75,9 +76,9 @@ def worker_command(
 
     With -p N, a supervisor runs N worker processes and restarts any that die, handing
     the work a dead one held straight back to the queue (with --burst, it ends once
-    every process has found the queues empty). A process that exits with a usage error
-    (exit code 2, such as a metrics port in use) is not restarted: the supervisor stops
-    the others and exits with 2. SIGTERM or SIGINT stops
+    every process has found the queues empty). A process that cannot start with these
+    options (a metrics port in use, say) is not restarted: the supervisor stops the
+    others and exits with 2. SIGTERM or SIGINT stops
     claiming, lets running jobs finish within --grace, and releases the rest.
     """
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -87,26 +88,13 @@ def worker_command(
     except ConfigError as exc:
         raise click.BadParameter(str(exc), param_hint="'-q' / '--queues'") from None
     if child or (burst and processes == 1):
-        if metrics_port is not None:
-            from .._metrics import instrument, start_metrics_server
-
-            instrument(app)
-            try:
-                start_metrics_server(metrics_port, metrics_addr, tries=processes)
-            except OSError as exc:  # exit code 2: the supervisor does not restart it
-                raise click.BadParameter(str(exc), param_hint="'--metrics-port'") from None
         try:
-            w = Worker(
-                app,
-                queues,
-                concurrency=concurrency,
-                batch=batch,
-                lease_s=lease_s,
-                grace_s=grace_s,
-                worker_id=worker_id,
-            )
-        except ConfigError as exc:
-            raise click.UsageError(str(exc)) from None
+            w = _start_worker(app, queues, concurrency, batch, lease_s, grace_s, worker_id, metrics_port, metrics_addr, processes)  # fmt: skip
+        except click.UsageError as exc:
+            if not child:
+                raise
+            exc.show()  # a distinct exit code: the supervisor stops rather than restart it for ever
+            raise SystemExit(EX_CONFIG) from None
         stats = w.run(burst=burst)
         logging.getLogger("laneway.worker").info("worker %s stopped: %s", w.id, stats)
         return
@@ -130,3 +118,39 @@ def worker_command(
     if burst:
         args.append("--burst")
     raise SystemExit(Supervisor(app, args, processes, grace_s, burst=burst).run())
+
+
+def _start_worker(
+    app: App,
+    queues: str,
+    concurrency: int | None,
+    batch: int,
+    lease_s: float | None,
+    grace_s: float,
+    worker_id: str | None,
+    metrics_port: int | None,
+    metrics_addr: str,
+    processes: int,
+) -> Worker:
+    """This process's worker, and its metrics server if asked for; ``click.UsageError``
+    when either cannot be made with these options."""
+    if metrics_port is not None:
+        from .._metrics import instrument, start_metrics_server
+
+        instrument(app)
+        try:
+            start_metrics_server(metrics_port, metrics_addr, tries=processes)
+        except OSError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--metrics-port'") from None
+    try:
+        return Worker(
+            app,
+            queues,
+            concurrency=concurrency,
+            batch=batch,
+            lease_s=lease_s,
+            grace_s=grace_s,
+            worker_id=worker_id,
+        )
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
