@@ -212,8 +212,9 @@ class AsyncKeyedProcessor(Generic[K, T, P]):
         if self._closing:
             return
         loop = asyncio.get_running_loop()
+        now = loop.time()  # one reading: a retry due after take() looked must still get its timer
         while self._core.running < self._concurrency:
-            job = self._core.take(loop.time())
+            job = self._core.take(now)
             if job is None:
                 break
             task = loop.create_task(self._run(job))
@@ -222,7 +223,7 @@ class AsyncKeyedProcessor(Generic[K, T, P]):
         due = None if self._core.failure else self._core.next_due()
         # A retry already due waits for a slot, and a finishing task pumps again: a timer
         # for a time already past would fire at once, again and again, until then.
-        if due is not None and due > loop.time() and (self._timer is None or self._timer.when() > due):
+        if due is not None and due > now and (self._timer is None or self._timer.when() > due):
             if self._timer is not None:
                 self._timer.cancel()
             self._timer = loop.call_at(due, self._on_timer)

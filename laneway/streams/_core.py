@@ -173,8 +173,7 @@ class Core(Generic[K, T, P]):
         self._stop_running(job)
         self.counts["failed"] += 1
         if self.parts.get(job.partition) is not job.part:  # detached: a new owner has it
-            self.in_flight -= 1
-            self.counts["discarded"] += 1
+            self.in_flight -= 1  # counted as failed (and as abandoned if it outlived the revoke)
             self._release_key(job)
             return Action.SKIP, None
         action, delay = self.policy.decide(job.attempt)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 
 import pytest
@@ -251,3 +252,32 @@ def test_async_a_due_retry_waiting_for_a_slot_does_not_spin_the_loop() -> None:
         return fired
 
     assert asyncio.run(main()) < 10  # it fired tens of thousands of times before
+
+
+def test_async_a_retry_falling_due_while_the_pump_runs_still_gets_its_timer() -> None:
+    attempts: list[str] = []
+
+    async def work(item: str) -> None:
+        attempts.append(item)
+        if len(attempts) == 1:
+            raise RuntimeError("the first attempt fails; retried in 10 ms")
+
+    async def main() -> bool:
+        processor: AsyncKeyedProcessor[str, str, str] = AsyncKeyedProcessor(
+            work, lambda p, o: None, error_policy=ErrorPolicy(retries=2, backoff=0.01, then="skip")
+        )
+        core, take = processor._core, processor._core.take
+
+        def slow_take(now: float) -> object:
+            job = take(now)
+            if job is None and core.delayed:
+                time.sleep(0.03)  # preempted here: the retry falls due before the pump arms its timer
+            return job
+
+        core.take = slow_take  # type: ignore[method-assign,assignment]
+        await processor.submit("k", "x", "p", 0)
+        flushed = await processor.flush(1.0)
+        await processor.close(drain=False)
+        return flushed
+
+    assert asyncio.run(main()) and attempts == ["x", "x"]

@@ -448,7 +448,7 @@ def test_an_item_failing_while_its_partition_is_revoked_is_dropped_not_retried()
         assert processor.flush(5)
         stats = processor.stats()
     assert attempts == ["m0", "m1"]
-    assert (stats.failed, stats.retried, stats.discarded) == (1, 0, 1)
+    assert (stats.failed, stats.retried, stats.discarded, stats.in_flight) == (1, 0, 0, 0)
 
 
 def test_a_submit_that_raises_for_its_key_changes_nothing() -> None:
