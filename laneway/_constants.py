@@ -61,6 +61,10 @@ MESSAGE_TASK = "laneway.message"
 NAME_MAX_LEN = 200
 """Longest queue, lane, namespace or task name accepted."""
 
+UNIQUE_MAX_LEN = 500
+"""Longest ``unique=`` key accepted: at most 2,000 UTF-8 bytes, under PostgreSQL's index
+entry limit (about 2,700 bytes) for any text."""
+
 MAX_SECONDS = 100 * 365.25 * 86_400
 """The longest delay, timeout, TTL, lease or backoff accepted (100 years): longer ones are
 mistakes (milliseconds passed as seconds) and overflow some backends' time types."""

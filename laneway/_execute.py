@@ -141,13 +141,26 @@ def _call_handler(job: Job) -> Any:
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc)
+    text = _storable(str(exc))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _format_tb(exc: BaseException) -> str:
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return text[-_TRACEBACK_MAX_CHARS:]
+    return _storable(text[-_TRACEBACK_MAX_CHARS:])
+
+
+def _storable(text: str) -> str:
+    """``text`` with lone surrogates and NULs escaped (``\\udce9``, ``\\x00``), which SQLite
+    and PostgreSQL text refuse: an error about a non-UTF-8 file name or a C string must not
+    make the backend refuse the whole batch of outcomes it travels in."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def _on_loop(task: Task) -> bool:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._codec import decode_call
 from ._constants import MESSAGE_TASK
-from ._errors import DecodeError, LeaseLost
+from ._errors import ConfigError, DecodeError, LeaseLost
 from ._names import check_lane, check_name
 from ._records import JobRecord, Outcome, Verdict
 from ._task import count, seconds
@@ -43,6 +43,8 @@ class LaneProducer:
 
     def __init__(self, app: App, lane: str, queue: str) -> None:
         self.app = app
+        if lane is None:  # check_lane allows None (a job without a lane); a lane producer needs one
+            raise ConfigError("app.lane() needs a lane id: messages without one would have no order")
         self.lane = check_lane(lane)
         self.queue = check_name(queue, "queue")
         self._task = app.tasks.get(MESSAGE_TASK) or app._register(_message_task, {"name": MESSAGE_TASK})
@@ -85,7 +87,8 @@ class Batch:
 
     def extend(self, lease_s: float | None = None) -> None:
         """Keep the lease for ``lease_s`` more seconds; raises ``LeaseLost`` if it is gone."""
-        if not self.app.backend.extend([self.token], lease_s or self.app.lease_s)[0]:
+        lease_s = self.app.lease_s if lease_s is None else seconds(lease_s, "lease_s", positive=True)
+        if not self.app.backend.extend([self.token], lease_s)[0]:
             raise LeaseLost(f"lease {self.token} on lane {self.lane!r} is gone")
 
     def _finish(self, verdict: Verdict) -> None:

@@ -35,6 +35,18 @@ def check_lane(value: object) -> str | None:
         raise ConfigError(f"lane must be a non-empty string or None, not {value!r}")
     if len(value) > NAME_MAX_LEN or "\x00" in value:
         raise ConfigError(f"lane {value[:40]!r} is not valid: up to {NAME_MAX_LEN} chars, no NUL")
+    return check_utf8(value, "lane")
+
+
+def check_utf8(value: str, what: str) -> str:
+    """``value`` if every backend can store it: a lone surrogate (``os.fsdecode`` of a
+    non-UTF-8 file name, say) is refused, not stored by one backend and fatal to another."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(
+            f"{what} {value[:40]!r} is not valid UTF-8 text (it holds a lone surrogate)"
+        ) from None
     return value
 
 

@@ -39,6 +39,10 @@ def _nothing_enqueued(app: laneway.App) -> None:
         ({"timeout": math.inf}, "timeout"),
         ({"result_ttl": math.nan}, "result_ttl"),
         ({"max_attempts": 10**12}, "max_attempts"),
+        ({"lane": "user:\udce9"}, "lane"),  # a lone surrogate: SQLite and PostgreSQL refuse it
+        ({"unique": "k\udce9"}, "unique"),
+        ({"unique": "k\x00"}, "unique"),
+        ({"unique": "k" * 501}, "unique"),  # over PostgreSQL's index entry limit at 4 bytes a char
     ],
 )
 def test_an_option_out_of_range_is_refused_and_nothing_is_enqueued(
@@ -380,3 +384,15 @@ def test_registering_a_periodic_task_runs_no_enqueue_middleware() -> None:
     app = laneway.App("memory://no-middleware-at-registration", enqueue_middleware=[count])
     app.periodic(every=60, name="tick")(lambda: None)
     assert seen == []
+
+
+def test_the_low_level_lane_api_needs_a_lane_and_a_real_lease(app: laneway.App) -> None:
+    with pytest.raises(laneway.ConfigError, match="lane id"):
+        app.lane(None)  # type: ignore[arg-type]
+    app.lane("L").send("m")
+    with pytest.raises(laneway.ConfigError, match="lease_s"):
+        app.claim("default", lease_s=0)  # used to mean the default lease
+    batch = app.claim("default")
+    assert batch is not None
+    with pytest.raises(laneway.ConfigError, match="lease_s"):
+        batch.extend(0)

@@ -8,7 +8,8 @@ Data structures (all guarded by one lock):
   has pending jobs or is held, so an idle lane costs nothing.
 - ``_ready``: per queue, a heap of (-priority, head seq, lane key) entries. Entries are
   validated when popped (lazy deletion), so claims never scan lanes.
-- ``_timers``: a heap of (due, job id) for scheduled jobs and retrying heads.
+- ``_timers``: a heap of (due, sequence, job id) for scheduled jobs and retrying heads;
+  the sequence keeps jobs due at the same moment in the order they were scheduled.
 - ``_leases``: token -> ``_Lease`` (worker, expiry, the claimed jobs per lane).
 
 Time comes from ``clock`` (``time.time`` by default), so tests can control it.
@@ -17,6 +18,7 @@ Time comes from ``clock`` (``time.time`` by default), so tests can control it.
 from __future__ import annotations
 
 import heapq
+import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -70,7 +72,8 @@ class MemoryBackend(Backend):
         self._jobs: dict[str, _Job] = {}
         self._lanes: dict[_LaneKey, _Lane] = {}
         self._ready: dict[str, list[tuple[int, int, _LaneKey]]] = {}
-        self._timers: list[tuple[float, str]] = []
+        self._timers: list[tuple[float, int, str]] = []
+        self._timer_seq = itertools.count()
         self._leases: dict[int, _Lease] = {}
         self._unique: dict[str, str] = {}
         self._ticks: dict[str, float] = {}
@@ -136,7 +139,7 @@ class MemoryBackend(Backend):
     def _promote(self, now: float) -> None:
         """Move due scheduled jobs into their lanes and due retrying heads to queued."""
         while self._timers and self._timers[0][0] <= now:
-            due, job_id = heapq.heappop(self._timers)
+            due, _, job_id = heapq.heappop(self._timers)
             job = self._jobs.get(job_id)
             if job is None or job.rec.run_at != due:
                 continue
@@ -195,7 +198,7 @@ class MemoryBackend(Backend):
         if new.unique is not None:
             self._unique[new.unique] = rec.id
         if status is Status.SCHEDULED:
-            heapq.heappush(self._timers, (run_at, rec.id))
+            heapq.heappush(self._timers, (run_at, next(self._timer_seq), rec.id))
         else:
             self._join_lane(job, new_seq=True)
             self._reindex(self._lane_key(rec))
@@ -326,7 +329,7 @@ class MemoryBackend(Backend):
             self._set(
                 job, status=Status.RETRYING, run_at=due, error=o.error, traceback=o.traceback, token=None
             )
-            heapq.heappush(self._timers, (due, rec.id))
+            heapq.heappush(self._timers, (due, next(self._timer_seq), rec.id))
             self._join_lane(job, new_seq=False)
         elif o.verdict is Verdict.DEAD:
             self._go_dead(job, o.error, o.traceback, now)

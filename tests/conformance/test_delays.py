@@ -57,6 +57,34 @@ def test_rule4_a_delayed_job_due_before_a_later_send_runs_first_though_no_claim_
     assert [laneway.Job(app, r.id, record=r).args[0] for r in got] == ["due first", "sent after"]
 
 
+def test_rule4_jobs_of_a_lane_due_at_the_same_moment_keep_their_send_order(
+    backend: Backend, app: laneway.App
+) -> None:
+    @app.task(name="d")
+    def d(i: int) -> None: ...
+
+    d.options(lane="x", delay=0.2).enqueue_many([((i,), {}) for i in range(8)])  # one due time
+    time.sleep(0.35)
+    got = backend.claim(["default"], worker="w", limit=8, batch=8, lease_s=30)
+    assert [laneway.Job(app, r.id, record=r).args[0] for r in got] == list(range(8))
+
+
+def test_rule4_a_job_sent_with_a_past_run_at_joins_its_lane_when_sent(
+    backend: Backend, app: laneway.App
+) -> None:
+    @app.task(name="d")
+    def d(tag: str) -> None: ...
+
+    d.options(lane="x", delay=0.2).enqueue("due first")
+    d.options(lane="other", delay=0.2).enqueue("due elsewhere")
+    time.sleep(0.4)
+    # run_at before "due first" came due: still sent after it had joined the lane
+    d.options(lane="x", run_at=time.time() - 60).enqueue("sent after")
+    got = backend.claim(["default"], worker="w", limit=5, batch=5, lease_s=30)
+    lane_x = [laneway.Job(app, r.id, record=r).args[0] for r in got if r.lane == "x"]
+    assert lane_x == ["due first", "sent after"]
+
+
 def test_rule4_a_waiting_worker_notices_a_delayed_job_coming_due(app: laneway.App, workers: Workers) -> None:
     ran: list[float] = []
 

@@ -203,3 +203,35 @@ def test_rule8_dead_jobs_can_be_listed_and_purged(app: laneway.App) -> None:
     assert len(dead) == 2
     assert app.backend.purge(status=Status.DEAD) == 2
     assert app.backend.list_jobs(status=Status.DEAD) == []
+
+
+def test_rule8_a_retry_refused_for_a_taken_unique_key_leaves_no_lane_behind(
+    backend: Backend, app: laneway.App
+) -> None:
+    if type(backend).__name__ == "RedisClusterBackend":
+        pytest.skip("unique keys hold per shard on Redis Cluster (docs/backends/redis.md, Limits)")
+
+    @app.task(name="t")
+    def t(i: int) -> None: ...
+
+    old = t.options(lane="gone", unique="k").enqueue(1)
+    assert old.cancel()
+    t.options(unique="k").enqueue(2)  # the key is taken again, by a job without a lane
+    assert backend.retry(old.id) is False
+    assert [s.lanes for s in backend.stats()] == [0]  # PostgreSQL kept an empty "gone" lane
+    assert backend.lanes("default", limit=1) == []
+
+
+def test_rule14_error_text_no_backend_can_store_is_escaped_and_the_batch_is_finished(
+    app: laneway.App,
+) -> None:
+    @app.task(name="odd", max_attempts=1)
+    def odd(i: int) -> None:
+        if i == 0:
+            raise OSError("no file /data/caf\udce9.txt\x00")  # os.fsdecode of a Latin-1 name, a C string
+
+    jobs = odd.enqueue_many([((i,), {}) for i in range(4)])
+    drain(app, concurrency=4)
+    statuses = [j.refresh().status for j in jobs]
+    assert statuses == [Status.DEAD] + [Status.SUCCEEDED] * 3
+    assert "caf\\udce9.txt\\x00" in (jobs[0].error or "")
