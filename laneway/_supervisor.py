@@ -7,7 +7,8 @@ a new child. A child that keeps dying young is restarted with a growing delay (n
 crash loop). A child that exits with ``EX_CONFIG`` (it cannot run with its options)
 ends the supervision with exit code 2 instead; any other exit code, a job's ``os._exit(2)``
 included, is a crash and restarted. With ``burst``, a child that exits 0 has found
-the queues empty and is not replaced; the supervisor ends when all have. SIGTERM/SIGINT
+the queues empty and is not replaced, unless it held jobs (a job that called
+``os._exit(0)``): those go back and it is restarted. The supervisor ends when all are done. SIGTERM/SIGINT
 are passed on to the children; those still alive after ``grace_s + 2`` seconds are killed.
 """
 
@@ -107,11 +108,13 @@ class Supervisor:
             code = child.proc.poll()
             if code is None:
                 continue
-            if code == 0 and self.burst:  # found the queues empty: done
+            recovered = self._recover(child, code)
+            if code == 0 and self.burst and not recovered:  # found the queues empty: done
                 del self.children[index]
                 continue
-            self._recover(child, code)
-            if code == EX_CONFIG:
+            if (
+                code == EX_CONFIG and child.generation == 0
+            ):  # never started: a later one may meet a passing clash
                 log.error("worker %s cannot run with these options; stopping", child.worker_id)
                 del self.children[index]
                 self.exit_code, self.stopping = USAGE_ERROR, True
@@ -123,13 +126,18 @@ class Supervisor:
                 log.warning("worker %s keeps dying; restarting in %.1f s", child.worker_id, delay)
             child.restart_at = now + delay
 
-    def _recover(self, child: _Child, code: int) -> None:
+    def _recover(self, child: _Child, code: int) -> int:
+        """Give back the leases ``child`` held (a clean exit holds none); returns how many."""
         try:
             recovered = self.app.backend.sweep(worker=child.worker_id)
         except Exception:
             log.exception("could not recover the leases of %s", child.worker_id)
-            recovered = 0
-        log.warning("worker %s exited with %s; %d jobs it held went back", child.worker_id, code, recovered)
+            return 0
+        if code or recovered:  # a burst child's clean exit is not news
+            log.warning(
+                "worker %s exited with %s; %d jobs it held went back", child.worker_id, code, recovered
+            )
+        return recovered
 
     def _shutdown(self) -> None:
         alive = [c for c in self.children.values() if c.restart_at is None]

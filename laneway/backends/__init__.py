@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 from urllib.parse import urlsplit, urlunsplit
 
@@ -15,14 +16,20 @@ _shared_memory: dict[tuple[str, str], Backend] = {}
 _shared_lock = threading.Lock()
 
 
+_SECRET_OPTIONS = re.compile(r"(?i)(^|&)((?:ssl)?password)=[^&]*")
+
+
 def shown_url(url: str) -> str:
-    """``url`` as it may be printed or logged: its password, if any, replaced by ``***``."""
+    """``url`` as it may be printed or logged: its password, in the user part or as a
+    ``password=``/``sslpassword=`` option, replaced by ``***``."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    query = _SECRET_OPTIONS.sub(r"\1\2=***", parts.query)
+    if parts.password is None and query == parts.query:
+        return url  # unchanged (urlunsplit would turn sqlite:///a.db into sqlite:/a.db)
+    if parts.password is not None:
+        user = parts.username or ""
+        parts = parts._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}")
+    return urlunsplit(parts._replace(query=query))
 
 
 def open_backend(url: str, namespace: str, *, create: bool = True) -> Backend:

@@ -133,6 +133,12 @@ def build_event(
     return event
 
 
+def json_copy(event: Event) -> Event:
+    """A copy of a checked event that shares nothing with it (an inline handler's own)."""
+    copied: Event = _plain(event, "event")
+    return copied
+
+
 def rider_event(event: Event, sub: Subscription) -> Event:
     """The copy one subscription receives: the event plus which subscription it is for."""
     copy = dict(event)

@@ -16,7 +16,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from ._events import Event, rider_event
+from ._events import Event, json_copy, rider_event
 
 if TYPE_CHECKING:
     from .._app import App
@@ -79,6 +79,6 @@ def deliver(targets: list[tuple[Subscription, Task]], event: Event) -> int:
     ran = 0
     for sub, task in targets:
         if sub.matcher.matches(event):
-            run_now(task, rider_event(event, sub))
+            run_now(task, rider_event(json_copy(event), sub))  # each handler its own, as in driver mode
             ran += 1
     return ran

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -251,3 +252,16 @@ def test_deliver_stores_the_subscriptions_first_as_a_worker_would(
     shop.publish("user_created", {"id": 43})
     deliver(shop, billing)
     assert [e["id"] for e in seen.of("billing")] == [43]
+
+
+def test_inline_handlers_each_get_their_own_copy_of_the_event(
+    shop: laneway.App, billing: laneway.App, mail: laneway.App, seen: Seen
+) -> None:
+    def meddle(event: dict[str, Any]) -> None:
+        event["items"].append("added by billing")
+
+    billing.subscribe("order")(meddle)
+    mail.subscribe("order")(lambda e: seen.add("mail", e))
+    shop.configure_bus(mode="inline")
+    returned = shop.publish("order", {"items": ["a"]})
+    assert seen.of("mail")[0]["items"] == ["a"] and returned["items"] == ["a"]

@@ -98,3 +98,21 @@ def test_stored_text_that_looks_like_markup_is_printed_as_it_is(url: str) -> Non
 def test_a_password_in_the_url_is_never_printed(url: str) -> None:
     shown = _run("stats", "--url", "memory://admin:hunter2@localhost", "-n", "ops")
     assert "hunter2" not in shown and "admin:***@localhost" in shown
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:pw@h/db", "postgresql://u:***@h/db"),
+        (
+            "postgresql://u@h/db?password=pw&sslmode=require",
+            "postgresql://u@h/db?password=***&sslmode=require",
+        ),
+        ("redis://h/0?password=pw", "redis://h/0?password=***"),
+        ("sqlite:///jobs.db", "sqlite:///jobs.db"),
+    ],
+)
+def test_shown_urls_hide_passwords_and_keep_the_rest(url: str, shown: str) -> None:
+    from laneway.backends import shown_url
+
+    assert shown_url(url) == shown

@@ -191,3 +191,39 @@ def test_a_child_that_cannot_start_stops_the_supervisor_with_exit_code_2(tmp_pat
     assert done.returncode == 2, done.stderr[-2000:]  # it used to restart the child for ever
     assert "--metrics-port" in done.stderr and "Traceback" not in done.stderr
     app.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_burst_child_whose_job_exits_0_gives_its_job_back_and_is_restarted(tmp_path: Path) -> None:
+    (tmp_path / "quitapp.py").write_text(
+        textwrap.dedent(
+            """
+            import os
+            import laneway
+            app = laneway.App(os.environ["T_URL"], namespace="quit", lease_s=60)
+
+            @app.task(name="quits", max_attempts=2)
+            def quits(i: int) -> None:
+                if i == 0:
+                    os._exit(0)  # a library that ends the process "cleanly"
+            """
+        )
+    )
+    url = f"sqlite:///{tmp_path / 'quit.db'}"
+    app = laneway.App(url, namespace="quit")
+    jobs = [
+        app.send_task("quits", (i,), max_attempts=2) for i in range(3)
+    ]  # the task's own is not known here
+    done = subprocess.run(
+        [sys.executable, "-m", "laneway", "worker", "quitapp:app", "--burst", "-p", "2", "-c", "1"],
+        cwd=tmp_path, env={**os.environ, "T_URL": url, "PYTHONPATH": str(tmp_path)},
+        capture_output=True, text=True, timeout=50,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    statuses = [j.refresh().status for j in jobs]
+    assert statuses == [
+        laneway.Status.DEAD,
+        laneway.Status.SUCCEEDED,
+        laneway.Status.SUCCEEDED,
+    ]  # not left running
+    app.close()
