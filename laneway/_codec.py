@@ -49,6 +49,12 @@ class Codec:
                 import msgpack
 
                 packed: bytes = msgpack.packb(value, use_bin_type=True, strict_types=False)
+                try:  # a tuple dict key packs as an array, which cannot be a key when read back
+                    msgpack.unpackb(packed, raw=False, strict_map_key=False)
+                except TypeError as exc:
+                    raise TypeError(
+                        f"a dict key cannot be read back ({exc}); use str, int, float or bool keys"
+                    ) from None
                 return packed if packed[0] >= 0x80 else b"\xcc" + packed  # 0-127: read as JSON otherwise
             return _ENCODER.encode(value).encode()
         except (TypeError, ValueError, OverflowError) as exc:

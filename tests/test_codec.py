@@ -79,3 +79,8 @@ def test_garbage_bytes_raise_decode_error() -> None:
         loads(b"\xc1\xc1\xc1")
     with pytest.raises(laneway.DecodeError, match="not a laneway call"):
         decode_call(b"[1, 2]")
+
+
+def test_msgpack_refuses_a_dict_key_it_could_not_read_back() -> None:
+    with pytest.raises(laneway.EncodeError, match="argument 0"):
+        Codec("msgpack").encode_call([{(1, 2): "a"}], {}, {})  # used to fail on the worker instead
