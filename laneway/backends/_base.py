@@ -41,6 +41,21 @@ from .._records import (
     QueueStats,
     Status,
 )
+from .._task import count
+
+
+def page_args(limit: Any, offset: Any = 0, status: Any = None) -> tuple[int, int, Status | None]:
+    """The checked paging arguments of ``list_jobs`` and ``lanes``: ``ConfigError`` for a
+    limit or offset that is not an int from 0 (each backend sliced or clamped such values
+    its own way); a status may be given by its value (``"queued"``)."""
+    if status is not None and not isinstance(status, Status):
+        try:
+            status = Status(status)
+        except ValueError:
+            raise ConfigError(
+                f"unknown status {status!r}; one of: {', '.join(s.value for s in Status)}"
+            ) from None
+    return count(limit, "limit", least=0), count(offset, "offset", least=0), status
 
 
 class Backend(ABC):

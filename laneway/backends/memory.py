@@ -37,7 +37,7 @@ from .._records import (
     Status,
     Verdict,
 )
-from ._base import Backend
+from ._base import Backend, page_args
 
 _LaneKey = tuple[str, str]
 _RECORD_FIELDS = tuple(f.name for f in fields(JobRecord))
@@ -398,6 +398,7 @@ class MemoryBackend(Backend):
         limit: int = 100,
         offset: int = 0,
     ) -> list[JobRecord]:
+        limit, offset, status = page_args(limit, offset, status)
         with self._lock:
             recs = [
                 j.rec
@@ -486,6 +487,7 @@ class MemoryBackend(Backend):
             ]
 
     def lanes(self, queue: str, *, limit: int = 100) -> list[LaneInfo]:
+        limit = page_args(limit)[0]
         with self._lock:
             now = self._clock()
             infos = []

@@ -259,3 +259,18 @@ def test_enqueue_of_an_id_already_stored_is_not_stored_again(backend: Backend, a
     assert again[0].id == first.id and again[0].created is False
     rec = backend.get_job(first.id)
     assert rec is not None and rec.status is Status.SUCCEEDED, "the finished job was not overwritten"
+
+
+def test_listing_refuses_negative_paging_and_takes_a_status_by_its_value(
+    backend: Backend, app: laneway.App
+) -> None:
+    @app.task(name="t")
+    def t() -> None: ...
+
+    t.enqueue()
+    for bad in ({"limit": -1}, {"offset": -2}, {"limit": 1.5}, {"status": "nonsense"}):
+        with pytest.raises(laneway.ConfigError):
+            backend.list_jobs(**bad)  # type: ignore[arg-type]
+    with pytest.raises(laneway.ConfigError):
+        backend.lanes("default", limit=-1)
+    assert len(backend.list_jobs(status="queued")) == 1  # type: ignore[arg-type]

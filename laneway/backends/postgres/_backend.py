@@ -31,7 +31,7 @@ from ..._records import (
     QueueStats,
     Status,
 )
-from .._base import Backend
+from .._base import Backend, page_args
 from . import _schema
 from ._async import AsyncEnqueuer
 from ._listener import Listener
@@ -370,6 +370,7 @@ class PostgresBackend(Backend):
         limit: int = 100,
         offset: int = 0,
     ) -> list[JobRecord]:
+        limit, offset, status = page_args(limit, offset, status)
         where: list[sql.Composable] = []
         params: list[Any] = []
         if queue is not None:
@@ -407,6 +408,7 @@ class PostgresBackend(Backend):
         return [_queue_stats(row) for row in self._rows(self._q.stats)]
 
     def lanes(self, queue: str, *, limit: int = 100) -> list[LaneInfo]:
+        limit = page_args(limit)[0]
         self.promote([queue])
         rows = self._rows(self._q.lanes, {"queue": queue, "limit": limit})
         return sorted((_lane_info(queue, row) for row in rows), key=lambda i: -i.head_age_s)

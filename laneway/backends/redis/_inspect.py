@@ -14,6 +14,7 @@ from typing import Any
 
 from ..._errors import ConfigError
 from ..._records import JobRecord, LaneInfo, QueueStats, Status
+from .._base import page_args
 from ._keys import Layout, Shard
 from ._link import Command, Link, Script
 from ._rows import CODE_OF, STATUS_OF, US, record
@@ -50,6 +51,7 @@ class Inspect:
         Every shard is read in the same pipeline, so on a cluster the result is close to a
         snapshot; shards that need more slices are read again, again all together.
         """
+        limit, offset, status = page_args(limit, offset, status)
         if limit <= 0:
             return []
         want = offset + limit
@@ -128,6 +130,7 @@ class Inspect:
 
     def lanes(self, queue: str, *, limit: int = 100) -> list[LaneInfo]:
         """Named lanes of ``queue`` with pending or running work, oldest head first."""
+        limit = page_args(limit)[0]
         infos = [info for s in self.layout.shards for info in self._lanes_shard(s, queue)]
         infos.sort(key=lambda i: -i.head_age_s)
         return infos[:limit]
