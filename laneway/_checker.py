@@ -13,17 +13,22 @@ Classification rules (each job is identified by ``job_id``; its lane and seq com
   permits this for jobs redelivered after a worker lost its lease (killed, paused), so a
   duplicate is *allowed* when ``allow_duplicates_for`` lists it, or, when that argument is
   ``None``, when it is explained by redelivery: at most one accepted ACK and no more
-  executions than CLAIMs.
+  executions than CLAIMs. A job CLAIMed again after one of its ACKs was accepted is never
+  allowed: no lost lease explains delivering a succeeded job again.
 * **duplicate_acks** -- a job with more than one accepted ACK. Always a bug: fencing must
   refuse every ack after the first, whatever the caller allows.
 * **unexpected** -- a job that was claimed, started, had an effect or was acked but was
   never enqueued nor expected, or whose events name a different lane or seq than its
-  enqueue (or ``expected``) did.
+  enqueue (or ``expected``) did, or that was sent with the same lane and seq as another job.
 * **order_violations** -- within a lane, a job whose first START happened strictly
   before every job with a lower seq had *finished*. A job finishes at its first accepted
   ACK or its DEAD event, whichever comes first; NACKs do not finish a job, so a lane must
   wait for the retries of seq ``n`` before starting seq ``n + 1``. A predecessor that
   never finished blocks its lane forever. Events at the same time are not a violation.
+  Also a violation: a job STARTed again (a retry, a redelivery, an operator's retry of a
+  dead job) while a job with a higher seq of its lane was running, i.e. after that job's
+  first START and before its finish. A job whose START line is missing counts as started at
+  its first EFFECT or ACK. Events at equal times are ordered CLAIM first.
 * **stale_acks** -- an accepted ACK whose fencing token is not the latest token a CLAIM
   issued for that job at that moment, that carries no token although the job's claims
   carry tokens, that precedes every CLAIM of the job, or that comes from a different
@@ -241,6 +246,8 @@ class _Job:
     effects: int = 0
     refused: int = 0
     first_start: float | None = None
+    starts: list[float] = field(default_factory=list)
+    claims_after_ack: int = 0
     finished_at: float | None = None
     dead: bool = False
     ran: bool = False
@@ -277,7 +284,10 @@ def check_history(
     Returns:
         The report.
     """
-    ordered = sorted(events, key=lambda event: event.time)
+    # At equal times a CLAIM goes first: a claim and an accepted ack of one job at the same
+    # instant are a stale ack (or a redelivery after the ack) in either order, whatever the
+    # order the workers' files happened to be read in.
+    ordered = sorted(events, key=lambda event: (event.time, event.kind is not EventKind.CLAIM))
     jobs = _collect(ordered, expected)
     allowed = None if allow_duplicates_for is None else frozenset(allow_duplicates_for)
     known = [job for job in jobs.values() if job.known]
@@ -322,9 +332,12 @@ def _apply(job: _Job, event: Event) -> None:
         job.ran = True
     if kind is EventKind.CLAIM:
         job.claims += 1
+        if job.accepted:  # a succeeded job is never delivered again (retry() takes dead ones)
+            job.claims_after_ack += 1
     elif kind is EventKind.START:
         if job.first_start is None:
             job.first_start = event.time
+        job.starts.append(event.time)
         job.workers.add(event.worker)
     elif kind is EventKind.EFFECT:
         job.effects += 1
@@ -338,6 +351,8 @@ def _apply(job: _Job, event: Event) -> None:
             job.dead = True
         if job.finished_at is None:
             job.finished_at = event.time
+    if job.first_start is None and kind in (EventKind.EFFECT, EventKind.ACK, EventKind.ACK_REFUSED):
+        job.first_start = event.time  # it ran, though its START line is missing
 
 
 def _find_duplicates(
@@ -350,6 +365,11 @@ def _find_duplicates(
         if accepted > 1:
             duplicate_acks.append(DuplicateAck(job.ref, tuple(job.accepted)))
         executions = max(job.effects, accepted + job.refused)
+        if job.claims_after_ack:  # no lost lease explains it, and no caller may allow it
+            workers = tuple(sorted(job.workers))
+            reason = "delivered again after its ack was accepted"
+            duplicated.append(Duplicate(job.ref, executions, job.claims, accepted, workers, False, reason))
+            continue
         if executions <= 1:
             continue
         if allowed is not None:
@@ -366,11 +386,20 @@ def _find_duplicates(
 
 def _find_unexpected(jobs: Iterable[_Job]) -> tuple[Unexpected, ...]:
     found: list[Unexpected] = []
+    holder: dict[tuple[str, int], str] = {}  # (lane, seq) -> the first job sent as it
     for job in jobs:
         if not job.known and job.ran:
             found.append(Unexpected(job.ref, "ran but was never enqueued nor expected"))
         elif job.known and job.mismatch is not None:
             found.append(Unexpected(job.ref, job.mismatch))
+        elif job.known and job.ref.lane is not None:
+            other = holder.setdefault((job.ref.lane, job.ref.seq), job.ref.job_id)
+            if other != job.ref.job_id:  # the order check cannot tell two such jobs apart
+                found.append(
+                    Unexpected(
+                        job.ref, f"was sent as lane {job.ref.lane!r} seq {job.ref.seq}, as {other} was"
+                    )
+                )
     return tuple(found)
 
 
@@ -402,6 +431,25 @@ def _lane_violations(lane_jobs: list[_Job]) -> Iterator[OrderViolation]:
         finished = blocker.finished_at
         if finished is None or start < finished:
             yield OrderViolation(job.ref, start, blocker.ref, finished)
+    yield from _reruns_inside_later_jobs(lane_jobs)
+
+
+def _reruns_inside_later_jobs(lane_jobs: list[_Job]) -> Iterator[OrderViolation]:
+    """A job run again (a retry, a redelivery, an operator's retry of a dead job) while a
+    later job of its lane was running: two jobs of one lane at once. Only re-runs are
+    looked at; first starts are the sweep's. Lanes are seq-sorted by the caller."""
+    for index, job in enumerate(lane_jobs):
+        for again in job.starts[1:]:
+            for later in lane_jobs[index + 1 :]:
+                begun, ended = later.first_start, later.finished_at
+                if (
+                    later.ref.seq > job.ref.seq
+                    and begun is not None
+                    and begun < again
+                    and (ended is None or again < ended)
+                ):
+                    yield OrderViolation(job.ref, again, later.ref, ended)
+                    break
 
 
 def _finish_key(job: _Job) -> float:

@@ -10,6 +10,7 @@ history; ``laneway._history`` is the one import for both.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import threading
@@ -102,8 +103,10 @@ class Event:
         if kind not in EventKind.__members__:
             raise HistoryFormatError(f"unknown event kind {kind!r}")
         time = data.get("time")
-        if isinstance(time, bool) or not isinstance(time, int | float):
-            raise HistoryFormatError(f"event field 'time' has bad value {time!r}")
+        if isinstance(time, bool) or not isinstance(time, int | float) or not math.isfinite(time):
+            raise HistoryFormatError(
+                f"event field 'time' has bad value {time!r}"
+            )  # NaN would pass every check
         return cls(
             kind=EventKind(kind),
             job_id=_req_str(data, "job_id"),

@@ -757,3 +757,83 @@ def test_swapping_two_jobs_of_a_lane_is_an_order_violation(
     )
     assert {v.job.lane for v in report.order_violations} == {"lane0"}
     assert not (report.lost or report.unexpected or report.stale_acks)
+
+
+def test_a_job_run_again_after_its_accepted_ack_is_never_an_allowed_duplicate() -> None:
+    s = Script()
+    s.enqueue(A0, A1)
+    s.run(A0, "w1")
+    token = s.claim(A1, "w2")
+    s.add(K.START, A1, "w2", token)
+    again = s.claim(A0, "w3")  # A0 delivered again while A1 runs
+    s.add(K.START, A0, "w3", again)
+    s.add(K.EFFECT, A0, "w3", again)
+    s.add(K.ACK_REFUSED, A0, "w3", again)
+    s.add(K.ACK, A1, "w2", token)
+
+    for allowed in (None, {A0.job_id}):  # not even for a worker the caller killed
+        report = s.check(allow_duplicates_for=allowed)
+        assert not report.ok, report.details()
+        assert [d.reason for d in report.duplicated] == ["delivered again after its ack was accepted"]
+        assert [v.job for v in report.order_violations] == [A0]  # and it ran inside A1's run
+
+
+def test_a_dead_job_run_again_while_the_next_job_of_its_lane_runs_is_out_of_order() -> None:
+    s = Script()
+    s.enqueue(A0, A1)
+    token = s.claim(A0)
+    s.add(K.START, A0, "w1", token)
+    s.add(K.DEAD, A0, "w1", token)
+    later = s.claim(A1, "w2")
+    s.add(K.START, A1, "w2", later)
+    s.run(A0, "w3")  # an operator's retry, run beside A1
+    s.add(K.ACK, A1, "w2", later)
+    assert [v.job for v in s.check().order_violations] == [A0]
+    fine = Script()  # the same retry after A1 finished is in order
+    fine.enqueue(A0, A1)
+    token = fine.claim(A0)
+    fine.add(K.START, A0, "w1", token)
+    fine.add(K.DEAD, A0, "w1", token)
+    fine.run(A1, "w2")
+    fine.run(A0, "w3")
+    assert fine.check().order_violations == ()
+
+
+def test_two_jobs_sent_as_one_lane_and_seq_are_unexpected() -> None:
+    twin = JobRef("twin", "a", 0)
+    s = Script()
+    s.enqueue(A0, twin)
+    s.run(A0)
+    s.run(twin)
+    assert [u.job for u in s.check().unexpected] == [twin]
+
+
+def test_a_claim_and_an_accepted_ack_at_the_same_instant_are_caught_whatever_the_file_order() -> None:
+    for first, second in (("w-a", "w-b"), ("w-b", "w-a")):
+        s = Script()
+        s.enqueue(A0)
+        s.add(K.CLAIM, A0, first, 1, at=1.0)
+        s.add(K.START, A0, first, 1, at=2.0)
+        ack = Event(K.ACK, A0.job_id, "a", 0, first, 1, 5.0)
+        claim = Event(K.CLAIM, A0.job_id, "a", 0, second, 2, 5.0)
+        events = [*s.events, ack, claim] if first == "w-a" else [*s.events, claim, ack]
+        assert not check_history(events).ok, (first, second)
+
+
+def test_a_job_whose_start_line_is_missing_is_still_checked_for_order() -> None:
+    s = Script()
+    s.enqueue(A0, A1)
+    token = s.claim(A0)
+    s.add(K.START, A0, "w1", token)
+    inside = s.claim(A1, "w2")
+    s.add(K.EFFECT, A1, "w2", inside)  # no START recorded for A1
+    s.add(K.ACK, A1, "w2", inside)
+    s.add(K.ACK, A0, "w1", token)
+    assert [v.job for v in s.check().order_violations] == [A1]
+
+
+def test_a_history_line_with_a_time_that_is_not_finite_is_refused(tmp_path: Path) -> None:
+    line = '{"kind": "START", "job_id": "x", "lane": "a", "seq": 0, "worker": "w", "token": 1, "time": %s}\n'
+    (tmp_path / "w.jsonl").write_text(line % "NaN" + line % "2.0")  # not the last line: not a torn write
+    with pytest.raises(HistoryFormatError, match="time"):
+        load_history(tmp_path)
