@@ -29,18 +29,18 @@ def check_name(value: object, what: str) -> str:
 
 def check_lane(value: object) -> str | None:
     """Return a lane id (any non-empty string without NUL, up to the length limit) or None."""
-    if value is None:
-        return None
+    return None if value is None else check_key(value, "lane", NAME_MAX_LEN)
+
+
+def check_key(value: object, what: str, most: int) -> str:
+    """``value`` if it is a key every backend can store (a lane, a ``unique`` key): a
+    non-empty string of at most ``most`` chars without NUL or a lone surrogate
+    (``os.fsdecode`` of a non-UTF-8 file name, say), which one backend would store and
+    another refuse; else ``ConfigError`` naming ``what``."""
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"lane must be a non-empty string or None, not {value!r}")
-    if len(value) > NAME_MAX_LEN or "\x00" in value:
-        raise ConfigError(f"lane {value[:40]!r} is not valid: up to {NAME_MAX_LEN} chars, no NUL")
-    return check_utf8(value, "lane")
-
-
-def check_utf8(value: str, what: str) -> str:
-    """``value`` if every backend can store it: a lone surrogate (``os.fsdecode`` of a
-    non-UTF-8 file name, say) is refused, not stored by one backend and fatal to another."""
+        raise ConfigError(f"{what} must be a non-empty string, not {value!r}")
+    if len(value) > most or "\x00" in value:
+        raise ConfigError(f"{what} {value[:40]!r} is not valid: up to {most} chars, no NUL")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:

@@ -6,9 +6,9 @@ once (``backend.sweep(worker=...)``) instead of waiting for them to expire, then
 a new child. A child that keeps dying young is restarted with a growing delay (no
 crash loop). A child that exits with ``EX_CONFIG`` (it cannot run with its options)
 ends the supervision with exit code 2 instead; any other exit code, a job's ``os._exit(2)``
-included, is a crash and restarted. With ``burst``, a child that exits 0 has found
-the queues empty and is not replaced, unless it held jobs (a job that called
-``os._exit(0)``): those go back and it is restarted. The supervisor ends when all are done. SIGTERM/SIGINT
+included, is a crash and restarted. With ``burst``, a child that exits 0 has found the
+queues empty and is not replaced, unless it held jobs (a job that called ``os._exit(0)``):
+those go back and it is restarted; the supervisor ends when all are done. SIGTERM/SIGINT
 are passed on to the children; those still alive after ``grace_s + 2`` seconds are killed.
 """
 
@@ -112,9 +112,8 @@ class Supervisor:
             if code == 0 and self.burst and not recovered:  # found the queues empty: done
                 del self.children[index]
                 continue
-            if (
-                code == EX_CONFIG and child.generation == 0
-            ):  # never started: a later one may meet a passing clash
+            # Only a first child's EX_CONFIG is fatal: a successor may meet a passing clash.
+            if code == EX_CONFIG and child.generation == 0:
                 log.error("worker %s cannot run with these options; stopping", child.worker_id)
                 del self.children[index]
                 self.exit_code, self.stopping = USAGE_ERROR, True

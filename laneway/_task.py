@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _constants as C
 from ._errors import ConfigError
-from ._names import check_lane, check_name, check_utf8
+from ._names import check_key, check_lane, check_name
 from ._records import OnDead
 
 if TYPE_CHECKING:
@@ -116,15 +116,8 @@ def _validate(opts: dict[str, Any]) -> dict[str, Any]:
         )
     if out.get("max_attempts") is not None:
         count(out["max_attempts"], "max_attempts", most=C.MAX_ATTEMPTS_LIMIT)
-    unique = out.get("unique")
-    if unique is not None and (not isinstance(unique, str) or not unique):
-        raise ConfigError(f"unique must be a non-empty string, not {unique!r}")
-    if unique is not None:
-        if len(unique) > C.UNIQUE_MAX_LEN or "\x00" in unique:
-            raise ConfigError(
-                f"unique key {unique[:40]!r}... is not valid: up to {C.UNIQUE_MAX_LEN} chars, no NUL"
-            )
-        check_utf8(unique, "unique")
+    if out.get("unique") is not None:
+        check_key(out["unique"], "unique", C.UNIQUE_MAX_LEN)
     if out.get("on_dead") is not None:
         try:
             out["on_dead"] = OnDead(out["on_dead"])
