@@ -1,8 +1,9 @@
-"""Pickup latency, step by step: enqueue call, wake-up, claim round trip, hand-off to the handler.
+"""Pickup latency, step by step: enqueue call, wake-up and claim, hand-off to the handler.
 
 One in-process worker (-c 8) on an idle queue; each sample enqueues one job and notes when
-the worker's ``backend.wait`` returned, when its successful ``claim`` was sent and came
-back, and when the handler started. Medians and means per step.
+the worker's ``backend.wait_and_claim`` (the idle executor's wake-up wait with the claim
+sent behind it) came back with the job, and when the handler started. Medians and means
+per step.
 
     python benchmarks/profile/pickup.py [--url redis://127.0.0.1:6391/4] [--samples 300]
 """
@@ -33,30 +34,23 @@ def main() -> None:
 
     be = app.backend
     marks: dict[str, float] = {}
-    last: dict[str, float] = {}
-    orig_wait, orig_claim = be.wait, be.claim
+    orig = be.wait_and_claim
 
-    def wait(*args, **kw):
-        r = orig_wait(*args, **kw)
-        last["wait_ret"] = time.perf_counter()
-        return r
-
-    def claim(*args, **kw):
-        tc = time.perf_counter()
-        r = orig_claim(*args, **kw)
+    def wait_and_claim(*args, **kw):  # the idle executor's wake-up wait with its claim behind it
+        r = orig(*args, **kw)
         if r:
-            marks.update(claim_ret=time.perf_counter(), claim_call=tc, wait_ret=last.get("wait_ret", tc))
+            marks["claim_ret"] = time.perf_counter()
         return r
 
-    be.wait, be.claim = wait, claim  # type: ignore[method-assign]
+    be.wait_and_claim = wait_and_claim  # type: ignore[method-assign]
     w = app.worker(["q"], concurrency=8)
     th = threading.Thread(target=w.run, daemon=True)
     th.start()
     noop.enqueue()
     starts.get(timeout=30)
     time.sleep(0.3)
-    steps = ("enqueue call", "enqueue returned -> wait returned", "wait returned -> claim sent",
-             "claim round trip", "claim returned -> handler started", "total")  # fmt: skip
+    steps = ("enqueue call", "enqueue returned -> claim back in the worker",
+             "claim back -> handler started", "total")  # fmt: skip
     parts: dict[str, list[float]] = {k: [] for k in steps}
     for _ in range(a.samples):
         marks.clear()
@@ -67,8 +61,7 @@ def main() -> None:
         time.sleep(0.002)
         if "claim_ret" not in marks:
             continue
-        for k, v in zip(steps, (t1 - t0, marks["wait_ret"] - t1, marks["claim_call"] - marks["wait_ret"],
-                                marks["claim_ret"] - marks["claim_call"], t4 - marks["claim_ret"], t4 - t0), strict=True):  # fmt: skip
+        for k, v in zip(steps, (t1 - t0, marks["claim_ret"] - t1, t4 - marks["claim_ret"], t4 - t0), strict=True):
             parts[k].append(v)
         time.sleep(random.uniform(0, 0.02))
     w.stop()
