@@ -132,6 +132,13 @@ def test_a_url_libpq_cannot_parse_is_refused_at_once_not_after_the_pool_timeout(
     assert time.monotonic() - started < 5
 
 
+def test_a_server_that_refuses_the_connection_fails_at_once_with_libpqs_reason() -> None:
+    started = time.monotonic()
+    with pytest.raises(psycopg.OperationalError, match="port 1 failed"):  # nothing listens there
+        PostgresBackend("postgresql://postgres@127.0.0.1:1/test", namespace=fresh_namespace())
+    assert time.monotonic() - started < 5  # the pool alone retried for 30 s, then said "timeout"
+
+
 def test_a_schema_that_is_not_laneways_is_never_used_or_dropped() -> None:
     namespace = fresh_namespace()
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:

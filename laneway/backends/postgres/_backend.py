@@ -59,6 +59,12 @@ WORKER_CONNECTIONS = 3
 """Pool connections a worker needs besides its slots: the fetch loop's claims, the acker's
 finishes and the maintainer's heartbeats (the idle wait has a connection of its own)."""
 
+CONNECT_TIMEOUT_S = 10
+"""libpq's ``connect_timeout`` for the first connection when the URL sets none (libpq's
+own default waits as long as the operating system does)."""
+POOL_OPEN_S = 30.0
+"""How long opening the pool may take once the first connection has succeeded."""
+
 _WAITER_CLOSE_S = 2.0
 """How long ``close`` waits for a worker's pickup wait to end before leaving its connection."""
 _DISCONNECT_STATES = frozenset({"57P01", "57P02", "57P03"})
@@ -80,17 +86,23 @@ class PostgresBackend(Backend):
         migrate: bring the schema up to date on first use (else call ``migrate()``).
 
     Raises:
-        ConfigError: a URL libpq cannot parse (an unknown option, say), at once; a
-            server that cannot be reached is waited for up to 30 s (``PoolTimeout``).
+        ConfigError: a URL libpq cannot parse (an unknown option, say).
+        psycopg.OperationalError: the server refused the connection or could not be
+            reached within the URL's ``connect_timeout`` (``CONNECT_TIMEOUT_S`` when the
+            URL has none), with libpq's reason, at once rather than as a pool timeout.
     """
 
     def __init__(
         self, url: str, *, namespace: str = "laneway", pool_size: int = 16, migrate: bool = True
     ) -> None:
         try:
-            conninfo_to_dict(url)  # a misspelt option fails here, not as a pool timeout
+            conninfo = conninfo_to_dict(url)  # a misspelt option fails here, not as a pool timeout
         except psycopg.ProgrammingError as exc:
             raise ConfigError(f"PostgreSQL URL: {exc}") from None
+        # One plain connection first: the pool retries a refused connection in the
+        # background for its whole open timeout and then reports only that it timed out.
+        probe = {} if "connect_timeout" in conninfo else {"connect_timeout": CONNECT_TIMEOUT_S}
+        psycopg.connect(url, **probe).close()
         self.url = url
         self.namespace = check_namespace(namespace)
         self.schema = _schema.check_schema_name(self.namespace)
@@ -100,7 +112,7 @@ class PostgresBackend(Backend):
             url, min_size=1, max_size=pool_size, kwargs={"autocommit": True}, open=False,
             name=f"laneway-{self.schema}",
         )  # fmt: skip
-        self._pool.open(wait=True, timeout=30.0)
+        self._pool.open(wait=True, timeout=POOL_OPEN_S)
         self._resize_lock = threading.Lock()
         self._closed = False
         try:
