@@ -101,8 +101,8 @@ class PostgresBackend(Backend):
             raise ConfigError(f"PostgreSQL URL: {exc}") from None
         # One plain connection first: the pool retries a refused connection in the
         # background for its whole open timeout and then reports only that it timed out.
-        probe = {} if "connect_timeout" in conninfo else {"connect_timeout": CONNECT_TIMEOUT_S}
-        psycopg.connect(url, **probe).close()
+        timeout = conninfo.get("connect_timeout", CONNECT_TIMEOUT_S)
+        psycopg.connect(url, connect_timeout=timeout).close()
         self.url = url
         self.namespace = check_namespace(namespace)
         self.schema = _schema.check_schema_name(self.namespace)
