@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, overload
 
 from . import _constants as C
+from ._checks import count, seconds
 from ._codec import Codec, decode_call
 from ._errors import ConfigError, PayloadTooLarge
 from ._job import Job
@@ -23,7 +24,7 @@ from ._middleware import Envelope, ErrorReporting, Logging, Middleware, Timeout,
 from ._names import check_name, check_namespace
 from ._periodic import Schedule
 from ._records import EnqueueResult, NewJob, OnDead, Priority
-from ._task import CallShape, Hooks, Options, Task, call_pair, count, seconds
+from ._task import CallShape, Hooks, Options, Task, call_pair
 from ._timeouts import Watchdog
 from .backends import Backend, open_backend
 from .bus import BusMixin

@@ -6,10 +6,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ._checks import seconds
 from ._codec import Call, decode_call, loads
 from ._errors import JobCancelled, JobFailed
 from ._records import JobRecord, Status
-from ._task import seconds
 
 if TYPE_CHECKING:
     from ._app import App

@@ -17,12 +17,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._checks import count, seconds
 from ._codec import decode_call
 from ._constants import MESSAGE_TASK
 from ._errors import ConfigError, DecodeError, LeaseLost
 from ._names import check_lane, check_name
 from ._records import JobRecord, Outcome, Verdict
-from ._task import count, seconds
 
 if TYPE_CHECKING:
     from ._app import App

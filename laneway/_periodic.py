@@ -16,10 +16,10 @@ from datetime import datetime, timedelta, timezone
 
 from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
+from ._checks import seconds
 from ._constants import PERIODIC_GRACE_S
 from ._errors import ConfigError
 from ._names import check_lane
-from ._task import seconds
 
 
 @dataclass(frozen=True, slots=True)

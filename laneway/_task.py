@@ -5,10 +5,11 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import _constants as C
+from ._checks import count, seconds
 from ._errors import ConfigError
 from ._names import check_key, check_lane, check_name
 from ._records import OnDead
@@ -48,23 +49,6 @@ class Options:
         return replace(self, **_validate(changes))
 
 
-def seconds(value: Any, what: str, *, positive: bool = False) -> float:
-    """``value`` (a number or a ``timedelta``) as float seconds, or ``ConfigError`` naming
-    ``what``: it must be finite, from 0 (above 0 if ``positive``) to ``MAX_SECONDS``."""
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    # NaN fails both comparisons, so it is refused too
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not (value > 0 if positive else value >= 0)
-        or not value <= C.MAX_SECONDS
-    ):
-        least = "more than 0" if positive else "0"
-        raise ConfigError(f"{what} must be a number of seconds from {least} to 100 years, not {value!r}")
-    return float(value)
-
-
 def call_pair(call: Any, index: int | None = None) -> tuple[Sequence[Any], Mapping[str, Any]]:
     """``call`` if it is an ``(args, kwargs)`` pair (a list or tuple, and a mapping), else a
     ``TypeError`` naming it (``index``: its place in ``enqueue_many``'s list)."""
@@ -77,20 +61,6 @@ def call_pair(call: Any, index: int | None = None) -> tuple[Sequence[Any], Mappi
         return call[0], call[1]
     where = "a call" if index is None else f"call {index}"
     raise TypeError(f"{where} must be an (args, kwargs) pair such as ((1, 2), {{}}), not {call!r:.200}")
-
-
-def count(value: Any, what: str, *, least: int = 1, most: int | None = None) -> int:
-    """``value`` if it is an int (not a bool) from ``least`` to ``most``, else a
-    ``ConfigError`` naming ``what``."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value < least
-        or (most is not None and value > most)
-    ):
-        bound = f"of at least {least:,}" if most is None else f"from {least:,} to {most:,}"
-        raise ConfigError(f"{what} must be an int {bound}, not {value!r}")
-    return value
 
 
 def _validate(opts: dict[str, Any]) -> dict[str, Any]:

@@ -35,11 +35,12 @@ from types import FrameType
 from typing import TYPE_CHECKING, Protocol
 
 from . import _constants as C
+from ._checks import count, seconds
 from ._errors import ConfigError, JobTimeout
 from ._execute import AsyncLoop, Ran, Runner
 from ._names import check_name
 from ._records import EnqueueResult, JobRecord, OnDead, Outcome, Verdict
-from ._task import Options, count, seconds
+from ._task import Options
 
 if TYPE_CHECKING:
     from ._app import App

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
+from .._checks import count
 from .._errors import ConfigError
 from .._records import (
     EnqueueResult,
@@ -41,7 +42,6 @@ from .._records import (
     QueueStats,
     Status,
 )
-from .._task import count
 
 
 def page_args(limit: Any, offset: Any = 0, status: Any = None) -> tuple[int, int, Status | None]:

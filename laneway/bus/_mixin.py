@@ -26,12 +26,13 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from .._checks import seconds
 from .._errors import ConfigError, Fail, PayloadTooLarge
 from .._execute import current_job
 from .._names import check_name
 from .._periodic import Schedule
 from .._records import JobRecord, OnDead, Priority
-from .._task import Hooks, Options, Task, seconds
+from .._task import Hooks, Options, Task
 from . import _constants as C
 from . import _inline, _registry
 from ._events import Event, build_event, check_attrs, check_event, heartbeat_event
