@@ -9,7 +9,10 @@ Classification rules (each job is identified by ``job_id``; its lane and seq com
   DEAD. Dead jobs are not lost; they are listed in :attr:`Report.dead`.
 * **duplicated** -- a job that executed more than once, where the number of executions
   is ``max(#EFFECT, #ACK + #ACK_REFUSED)``: recorded side effects, or, for workloads
-  that do not record effects, handler runs that got as far as trying to ack. At-least-once
+  that do not record effects, handler runs that got as far as trying to ack. A job's
+  failed attempts (each NACK, and a DEAD that an operator's retry may follow) each
+  explain one more execution: a job that failed once and then succeeded ran twice by
+  design and is not counted. At-least-once
   permits this for jobs redelivered after a worker lost its lease (killed, paused), so a
   duplicate is *allowed* when ``allow_duplicates_for`` lists it, or, when that argument is
   ``None``, when it is explained by redelivery: at most one accepted ACK and no more
@@ -248,6 +251,7 @@ class _Job:
     first_start: float | None = None
     starts: list[float] = field(default_factory=list)
     claims_after_ack: int = 0
+    failed: int = 0
     finished_at: float | None = None
     dead: bool = False
     ran: bool = False
@@ -316,6 +320,11 @@ def _collect(ordered: list[Event], expected: Iterable[tuple[str, str | None, int
             job = jobs[event.job_id] = _Job(ref=ref, known=event.kind is EventKind.ENQUEUE)
         elif event.kind is EventKind.ENQUEUE and not job.known:
             job.known = True  # Ran before its enqueue was recorded: identity from here on.
+            if (event.lane, event.seq) != (job.ref.lane, job.ref.seq) and job.mismatch is None:
+                job.mismatch = (
+                    f"its run events name lane {job.ref.lane!r} seq {job.ref.seq} but it was"
+                    f" sent as lane {event.lane!r} seq {event.seq}"
+                )
             job.ref = JobRef(event.job_id, event.lane, event.seq)
         if (event.lane != job.ref.lane or event.seq != job.ref.seq) and job.mismatch is None:
             job.mismatch = (
@@ -344,11 +353,14 @@ def _apply(job: _Job, event: Event) -> None:
         job.workers.add(event.worker)
     elif kind is EventKind.ACK_REFUSED:
         job.refused += 1
+    elif kind is EventKind.NACK:
+        job.failed += 1
     elif kind is EventKind.ACK or kind is EventKind.DEAD:
         if kind is EventKind.ACK:
             job.accepted.append(event)
         else:
             job.dead = True
+            job.failed += 1
         if job.finished_at is None:
             job.finished_at = event.time
     if job.first_start is None and kind in (EventKind.EFFECT, EventKind.ACK, EventKind.ACK_REFUSED):
@@ -370,7 +382,7 @@ def _find_duplicates(
             reason = "delivered again after its ack was accepted"
             duplicated.append(Duplicate(job.ref, executions, job.claims, accepted, workers, False, reason))
             continue
-        if executions <= 1:
+        if executions <= 1 + job.failed:  # each failed attempt is run again: not a duplicate
             continue
         if allowed is not None:
             ok = job.ref.job_id in allowed

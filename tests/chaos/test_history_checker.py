@@ -185,6 +185,47 @@ def test_redelivery_after_worker_killed_mid_flight_is_an_allowed_duplicate() -> 
     assert "1 duplicated (1 redelivered after a lost lease)" in report.summary()
 
 
+def test_a_job_whose_run_events_name_another_lane_than_its_later_enqueue_is_unexpected() -> None:
+    s = Script()
+    wrong = JobRef(A0.job_id, "b", 7)
+    s.run(wrong)  # the producer's ENQUEUE line was written after the worker's lines
+    s.enqueue(A0)
+
+    report = s.check()  # no expected=: the identity comes from the ENQUEUE event alone
+
+    assert [u.job for u in report.unexpected] == [A0]
+    assert "lane 'b' seq 7" in report.unexpected[0].reason
+
+
+def test_a_retry_after_a_failed_attempt_with_an_effect_is_no_duplicate_even_with_an_allow_list() -> None:
+    s = Script()
+    s.enqueue(A0)
+    token = s.claim(A0)
+    s.add(K.START, A0, "w1", token)
+    s.add(K.EFFECT, A0, "w1", token)  # the side effect happened, then the handler raised
+    s.add(K.NACK, A0, "w1", token)
+    s.run(A0)
+
+    assert s.check(allow_duplicates_for=set()).ok
+    assert s.check().duplicated == ()
+
+
+def test_a_job_running_more_often_than_its_failures_explain_is_still_a_duplicate() -> None:
+    s = Script()
+    s.enqueue(A0)
+    token = s.claim(A0)
+    s.add(K.START, A0, "w1", token)
+    s.add(K.EFFECT, A0, "w1", token)
+    s.add(K.NACK, A0, "w1", token)
+    s.run(A0, "w1")
+    s.add(K.EFFECT, A0, "w2", token)  # a third run nothing explains
+
+    report = s.check(allow_duplicates_for=set())
+
+    assert not report.ok
+    assert [d.job for d in report.disallowed_duplicates] == [A0]
+
+
 def test_allow_duplicates_for_decides_which_duplicates_are_allowed() -> None:
     s = Script()
     s.enqueue(A0)
