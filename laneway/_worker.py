@@ -627,6 +627,7 @@ class Worker:
         except Exception:
             log.exception("could not release %d jobs %s; their leases will expire", len(outs), why)
             return
+        self._settle(outs, accepted)  # counted and told to the listeners like any outcome
         self._take([], 0, outs, claimed=False)
         log.warning("released %d jobs %s", sum(accepted), why)
 

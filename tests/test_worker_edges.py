@@ -40,6 +40,32 @@ def test_a_second_ctrl_c_ends_the_grace_period_at_once() -> None:
     assert job.refresh().status is laneway.Status.QUEUED  # released, its attempt not spent
 
 
+def test_a_job_released_after_the_grace_period_is_counted_and_told_to_listeners() -> None:
+    app = memory_app()
+    finished: list[tuple[str, bool]] = []
+
+    class Listener:
+        def on_claim(self, records: object) -> None: ...
+
+        def on_finish(self, outcome: Any, accepted: bool) -> None:
+            finished.append((outcome.verdict.value, accepted))
+
+    @app.task(name="slow")
+    def slow() -> None:
+        time.sleep(2)
+
+    job = slow.enqueue()
+    worker = app.worker(concurrency=1, grace_s=0.1, idle_wait_s=0.05, listener=Listener())
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    time.sleep(0.3)
+    worker.stop()
+    thread.join(10)
+    assert job.refresh().status is laneway.Status.QUEUED
+    assert worker.stats.released == 1  # was 0: the release skipped the worker's count
+    assert finished[:1] == [("release", True)]  # metrics' laneway_jobs_released_total listens here
+
+
 def test_an_async_run_abandoned_at_shutdown_fires_no_hooks() -> None:
     app = memory_app()
     fired: list[str] = []
