@@ -107,6 +107,9 @@ class TraceExecution(ContextLayer):
             except Retry as exc:
                 span.add_event("laneway.retry", {"laneway.retry.reason": str(exc)})
                 raise
+            except GeneratorExit:  # an async run abandoned at shutdown: released, not failed
+                span.add_event("laneway.released")
+                raise
             except BaseException as exc:
                 span.record_exception(exc)
                 span.set_status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}")
