@@ -109,9 +109,21 @@ class Hooks:
 
     def __post_init__(self) -> None:
         for name in HOOK_NAMES:
-            hook = getattr(self, name)
-            if hook is not None and not callable(hook):
-                raise ConfigError(f"the {name} hook must be callable(job), not {hook!r}")
+            check_hook(name, getattr(self, name))
+
+
+def check_hook(name: str, hook: Any) -> None:
+    """Refuse a hook that is not a plain callable: hooks are called, never awaited, so an
+    ``async def`` hook would silently never run."""
+    if hook is None:
+        return
+    if not callable(hook):
+        raise ConfigError(f"the {name} hook must be callable(job), not {hook!r}")
+    if inspect.iscoroutinefunction(hook):
+        raise ConfigError(
+            f"the {name} hook {getattr(hook, '__qualname__', hook)!r} is async def: hooks are called,"
+            " not awaited, so it would never run; make it a plain def"
+        )
 
 
 class CallShape:
@@ -242,6 +254,9 @@ class Task(_Enqueuer):
         """Set by ``App.task``: enqueues are checked against it (see ``check_args``)."""
         self.own_enqueue_hook = self.is_class and callable(getattr(target, "enqueue", None))
         """A class task whose class defines ``enqueue``: the hook is a method of an instance."""
+        if self.is_class:
+            for hook in HOOK_NAMES:
+                check_hook(hook, getattr(target, hook, None))
 
     def check_args(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         """Raise ``TypeError`` naming the task if a call with ``args`` and ``kwargs`` would

@@ -396,3 +396,22 @@ def test_the_low_level_lane_api_needs_a_lane_and_a_real_lease(app: laneway.App) 
     assert batch is not None
     with pytest.raises(laneway.ConfigError, match="lease_s"):
         batch.extend(0)
+
+
+def test_an_async_def_hook_is_refused_at_registration_not_silently_never_run(app: laneway.App) -> None:
+    async def on_success(job: laneway.Job) -> None: ...
+
+    with pytest.raises(laneway.ConfigError, match="success hook .* is async def"):
+
+        @app.task(name="f", success=on_success)
+        def f() -> None: ...
+
+    with pytest.raises(laneway.ConfigError, match="after hook .*A.after.* is async def"):
+
+        @app.task(name="c")
+        class A:
+            async def process(self) -> None: ...
+
+            async def after(self, job: laneway.Job) -> None: ...
+
+    assert "f" not in app.tasks and "c" not in app.tasks
