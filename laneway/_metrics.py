@@ -356,6 +356,8 @@ def start_metrics_server(
         OSError: no port of the range could be bound.
     """
     reg = REGISTRY if registry is None else registry
+    if port and port + max(1, tries) - 1 > 65535:
+        raise OSError(f"metrics ports {port}..{port + max(1, tries) - 1} run past 65535")
     error: OSError | None = None
     for candidate in _ports(port, tries):
         try:

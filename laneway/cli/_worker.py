@@ -87,6 +87,11 @@ def worker_command(
         queue_names(queues)  # checked here too: the supervisor's children would die of it
     except ConfigError as exc:
         raise click.BadParameter(str(exc), param_hint="'-q' / '--queues'") from None
+    if metrics_port and metrics_port + processes - 1 > 65535:  # one port per process
+        raise click.BadParameter(
+            f"-p {processes} needs ports {metrics_port}..{metrics_port + processes - 1}, past 65535",
+            param_hint="'--metrics-port'",
+        )
     if child or (burst and processes == 1):
         try:
             w = _start_worker(app, queues, concurrency, batch, lease_s, grace_s, worker_id, metrics_port, metrics_addr, processes)  # fmt: skip

@@ -193,6 +193,25 @@ def test_a_child_that_cannot_start_stops_the_supervisor_with_exit_code_2(tmp_pat
     app.close()
 
 
+@pytest.mark.timeout(30)
+def test_metrics_ports_running_past_65535_are_refused_before_any_process_starts(tmp_path: Path) -> None:
+    env, app = _pid_app(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "laneway", "worker", "pidapp:app", "-p", "2", "--metrics-port", "65535"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=20,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]  # the second child restarted for ever
+    assert "65535..65536" in done.stderr and "Traceback" not in done.stderr
+    app.close()
+
+
+def test_start_metrics_server_refuses_a_range_past_the_last_port() -> None:
+    from laneway._metrics import start_metrics_server
+
+    with pytest.raises(OSError, match="65535..65536 run past 65535"):  # was OverflowError
+        start_metrics_server(65535, tries=2)
+
+
 @pytest.mark.timeout(60)
 def test_a_burst_child_whose_job_exits_0_gives_its_job_back_and_is_restarted(tmp_path: Path) -> None:
     (tmp_path / "quitapp.py").write_text(
