@@ -6,7 +6,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import laneway
-from laneway._records import Status
+from laneway._records import Outcome, Status, Verdict
 from laneway.backends import Backend
 
 from .conftest import Workers, wait_for
@@ -55,6 +55,30 @@ def test_rule4_a_delayed_job_due_before_a_later_send_runs_first_though_no_claim_
     d.options(lane="x").enqueue("sent after")
     got = backend.claim(["default"], worker="w", limit=5, batch=5, lease_s=30)
     assert [laneway.Job(app, r.id, record=r).args[0] for r in got] == ["due first", "sent after"]
+
+
+def test_rule4_a_backlog_of_due_jobs_longer_than_one_promotion_is_not_overtaken_by_a_later_send(
+    backend: Backend, app: laneway.App
+) -> None:
+    @app.task(name="d")
+    def d(tag: str) -> None: ...
+
+    # More due jobs than a send or a claim promotes at once (Redis 200, SQLite 1,000), and
+    # the lane's own due job last among them
+    for start in range(0, 1500, 500):
+        d.options(delay=0.2).enqueue_many([((f"filler {i}",), {}) for i in range(start, start + 500)])
+    d.options(lane="x", delay=0.3).enqueue("due first")
+    time.sleep(0.5)  # every one came due with no claim running
+    d.options(lane="x").enqueue("sent after")
+    lane_x: list[str] = []
+    for _ in range(100):  # claims promote in batches too: go on until lane x ran twice
+        for r in backend.claim(["default"], worker="w", limit=2000, batch=5, lease_s=30):
+            if r.lane == "x":
+                lane_x.append(laneway.Job(app, r.id, record=r).args[0])
+                backend.finish([Outcome(r.id, r.token, Verdict.SUCCEEDED)])
+        if len(lane_x) == 2:
+            break
+    assert lane_x == ["due first", "sent after"]
 
 
 def test_rule4_jobs_of_a_lane_due_at_the_same_moment_keep_their_send_order(

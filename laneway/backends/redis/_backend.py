@@ -34,8 +34,8 @@ SCRIPT_NAMES = (
     "list",
 )  # fmt: skip
 PROMOTE_MAX = 200
-"""Most due jobs one claim, or one send with a lane, promotes per queue (the rest on the next
-claims)."""
+"""Most due jobs one script call promotes per queue: a claim leaves the rest to the next
+claims; a send with a lane calls again until none is left (``_behind``)."""
 SWEEP_LEASES_MAX = 100
 PRUNE_MAX = 1000
 _UNLINK_CHUNK = 500
@@ -50,6 +50,12 @@ def scripts() -> dict[str, Script]:
         if not _scripts:
             _scripts.update({name: Script.load(name) for name in SCRIPT_NAMES})
         return _scripts
+
+
+def _behind(reply: Any) -> bool:
+    """Whether ``enqueue.lua`` stored nothing because more due jobs wait to join their lanes
+    than one call promotes (it promoted a batch of them; the next call goes on)."""
+    return isinstance(reply, list) and len(reply) == 1 and reply[0] == -1
 
 
 def _raise_errors(replies: Sequence[Any]) -> None:
@@ -102,6 +108,13 @@ class RedisCore(Inspect, Backend):
             args += job_args(job)
         return self._run("enqueue", shard, keys, args)
 
+    def _send(self, cmd: Command) -> Any:
+        """Run one ``enqueue.lua`` call until it stores the jobs (see ``_behind``)."""
+        reply = self.link.execute(*cmd)
+        while _behind(reply):
+            reply = self.link.execute(*cmd)
+        return reply
+
     @staticmethod
     def _results(jobs: Sequence[NewJob], reply: Sequence[Any]) -> list[EnqueueResult]:
         return [
@@ -121,7 +134,7 @@ class RedisCore(Inspect, Backend):
         layout = self.layout
         if layout.n == 1 or len(jobs) == 1:
             shard = layout.job_shard(jobs[0])
-            return self._results(jobs, self.link.execute(*self._enqueue_cmd(shard, jobs, None)))
+            return self._results(jobs, self._send(self._enqueue_cmd(shard, jobs, None)))
         groups: dict[int, list[int]] = {}
         for i, job in enumerate(jobs):
             groups.setdefault(layout.job_shard(job).index, []).append(i)
@@ -130,6 +143,9 @@ class RedisCore(Inspect, Backend):
         ]
         replies = self.link.pipeline(cmds)
         _raise_errors(replies)
+        for i, reply in enumerate(replies):
+            if _behind(reply):
+                replies[i] = self._send(cmds[i])
         out: list[EnqueueResult | None] = [None] * len(jobs)
         for idx, reply in zip(groups.values(), replies, strict=True):
             for i, res in zip(idx, self._results([jobs[i] for i in idx], reply), strict=True):
@@ -138,7 +154,7 @@ class RedisCore(Inspect, Backend):
 
     def claim_tick(self, name: str, tick: float, job: NewJob) -> bool:
         shard = self.layout.job_shard(job, tick_name=name)
-        reply = self.link.execute(*self._enqueue_cmd(shard, [job], (name, tick)))
+        reply = self._send(self._enqueue_cmd(shard, [job], (name, tick)))
         return bool(reply[0] == 1)
 
     # --- claim and lease ---------------------------------------------------------------
@@ -497,9 +513,11 @@ class RedisBackend(RedisCore):
         if not jobs:
             return []
         cmd = self._enqueue_cmd(self.layout.job_shard(jobs[0]), jobs, None)
-        reply = (await self._async.pipeline([cmd]))[0]
-        _raise_errors([reply])
-        return self._results(jobs, reply)
+        while True:
+            reply = (await self._async.pipeline([cmd]))[0]
+            _raise_errors([reply])
+            if not _behind(reply):
+                return self._results(jobs, reply)
 
     def close(self) -> None:
         self._async.close()

@@ -7,13 +7,33 @@ ARGV  [1] wake channel prefix ('' = wake lists), [2] periodic schedule name ('' 
       per job: id, task, queue, lane (''), priority, payload, max_attempts, timeout_s (''),
       unique (''), result_ttl_us, on_dead_block ('1'/''), delay_us, run_at_us ('' = now +
       delay).
-Before the first laned job of a queue joins its lane, up to ARGV[4] of the queue's due
-delayed jobs are promoted (as a claim would): one that came due before this send goes first.
+Before anything is stored, up to ARGV[4] due jobs are promoted (as a claim would) in each
+queue that a laned job of this send joins at once, so one that came due before this send
+goes first. When more than that are due, the call stores nothing and returns {-1}: the
+client calls again (each call promotes ARGV[4] more), and the send is stored by the call
+that finds no due job left behind, so no backlog of due jobs is ever overtaken.
 Returns one entry per job: 1 when stored, else the id of the pending job holding its
 unique key (or the job's own id when a job with that id is stored already: a repeated
 call after a lost reply stores nothing twice). With a tick: {0} when the tick was
 already taken.
 ]]
+
+local promote_max = tonumber(ARGV[4])
+local promoted = {}  -- queues whose due jobs were promoted by this call
+for i = 5, #ARGV, 13 do
+  local q = ARGV[i + 2]
+  local joins = ARGV[i + 3] ~= '' and not promoted[q]
+  if joins and ARGV[i + 12] ~= '' then joins = tonumber(ARGV[i + 12]) <= NOW
+  elseif joins then joins = tonumber(ARGV[i + 11]) <= 0 end
+  if joins then
+    promoted[q] = true
+    local left = promote(q, promote_max)
+    if left and left <= NOW then
+      flush()
+      return {-1}
+    end
+  end
+end
 
 local tick_name = ARGV[2]
 if tick_name ~= '' then
@@ -23,8 +43,6 @@ if tick_name ~= '' then
 end
 
 local out = {}
-local promoted = {}  -- queues whose due jobs were promoted by this call
-local promote_max = tonumber(ARGV[4])
 local order = redis.call('HINCRBY', KEYS[1], 'i', (#ARGV - 4) / 13) - (#ARGV - 4) / 13
 for i = 5, #ARGV, 13 do
   local id, q, lane, uniq = ARGV[i], ARGV[i + 2], ARGV[i + 3], ARGV[i + 8]
@@ -49,10 +67,6 @@ for i = 5, #ARGV, 13 do
     if ARGV[i + 10] == '1' then f[#f + 1] = 'B'; f[#f + 1] = '1' end
     local seq
     if status == 'Q' then
-      if lane and not promoted[q] then
-        promoted[q] = true
-        promote(q, promote_max)
-      end
       seq = next_seq()
       f[#f + 1] = 'n'; f[#f + 1] = seq
     end

@@ -78,9 +78,11 @@ def enqueue(conn: sqlite3.Connection, sql: Sql, now: float, jobs: Sequence[NewJo
     """Store ``jobs`` (ids and unique keys checked, seqs in list order); see
     ``Backend.enqueue``. A job whose id is already stored is not stored again. Due delayed
     jobs are promoted first when a job has a lane, so one that came due before this send
-    goes before it in its lane."""
+    goes before it in its lane: all of them, ``PROMOTE_BATCH`` at a time, so a backlog of
+    due jobs is never overtaken (a claim promotes one batch and leaves the rest)."""
     if any(new.lane is not None for new in jobs):
-        promote(conn, sql, now)
+        while promote(conn, sql, now) >= PROMOTE_BATCH:
+            pass
     results: list[EnqueueResult] = []
     stored: list[tuple[NewJob, float, bool]] = []
     claimed_keys: dict[str, str] = {}
