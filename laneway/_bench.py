@@ -41,7 +41,7 @@ from typing import Any, Protocol
 
 from . import _constants as C
 from ._app import App
-from ._errors import ConfigError
+from ._errors import ConfigError, LanewayError
 from ._records import NewJob, Status
 from ._task import Task
 
@@ -50,6 +50,8 @@ TASK = "laneway.bench.noop"
 PHASES = ("enqueue", "async", "bulk", "drain", "ordered", "latency")
 _URL_ENV = "LANEWAY_BENCH_URL"
 _POLL_S = 0.05
+CLEANUP_TIMEOUT_S = 120.0
+"""The least time the drain of jobs other phases left queued may take."""
 
 
 @dataclass
@@ -199,6 +201,8 @@ class Bench:
             self.app.backend.purge(status=Status.SUCCEEDED)
             for phase in PHASES:
                 if phase in self.cfg.phases:
+                    if phase == "latency" and _pending(self.app):  # its worker would run them
+                        self._drain("cleanup", "running the jobs left queued", timed=False)
                     res = getattr(self, f"_phase_{phase}")()
                     self.result.phases.append(res)
                     self.reporter.finish(phase, res)
@@ -315,7 +319,11 @@ class Bench:
             backend.enqueue([job(i) for i in range(start, min(n, start + size))])
 
     def _drain(self, phase: str, description: str, timed: bool = True) -> PhaseResult:
+        """Run the pending jobs; a timed drain is cut at ``--timeout``, an untimed one (the
+        jobs other phases left queued) at ``CLEANUP_TIMEOUT_S`` at least, so a short
+        ``--timeout`` does not leave them behind to refuse the next run."""
         app, cfg = self.app, self.cfg
+        cut_s = cfg.timeout_s if timed else max(cfg.timeout_s, CLEANUP_TIMEOUT_S)
         base = _finished(app)
         total = _pending(app)
         if timed:
@@ -335,13 +343,14 @@ class Bench:
                     self.reporter.advance(phase, done)
                 if done >= total:
                     break
-                if now - t_spawn > cfg.timeout_s:
+                if now - t_spawn > cut_s:
                     partial = True
                     break
                 time.sleep(_POLL_S)
         if t_first is None:
-            raise RuntimeError(
-                f"{phase}: no job finished within {cfg.timeout_s:.0f} s of starting the workers"
+            raise LanewayError(
+                f"{phase}: no job finished within {cut_s:g} s of starting the workers"
+                " (raise --timeout if they start slowly)"
             )
         span = now - t_first
         if span > 0:

@@ -67,6 +67,27 @@ def test_a_run_of_enqueue_phases_leaves_no_job_behind(tmp_path: Path) -> None:
     assert app.backend.list_jobs() == []
 
 
+def test_latency_after_enqueue_phases_without_a_drain_times_only_its_own_jobs(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'latency.db'}"
+    res = run_bench(BenchConfig(url=url, jobs=50, phases=["enqueue", "latency"], latency_samples=5))
+    latency = res.get("latency")
+    assert latency is not None
+    assert latency.p50_ms is not None and latency.p50_ms > 0  # was -441 ms: the backlog's starts
+
+
+def test_a_timeout_too_short_for_the_workers_is_a_clear_error_and_the_jobs_can_be_finished(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'short.db'}"
+    res = CliRunner().invoke(cli, ["bench", "--url", url, "--jobs", "50", "--phases", "enqueue,drain",
+                                   "--timeout", "0.01"])  # fmt: skip
+    assert res.exit_code == 2 and "no job finished within 0.01 s" in res.output, res.output
+    assert not isinstance(res.exception, RuntimeError)
+    res = run_bench(BenchConfig(url=url, jobs=50, phases=["drain"]))  # as the refusal says
+    drain = res.get("drain")
+    assert drain is not None and drain.jobs == 50
+
+
 def test_cli_lists_the_same_phases_as_the_bench() -> None:
     from laneway import _bench
     from laneway.cli import _bench as cli_bench
