@@ -5,6 +5,11 @@ watchdog raises ``JobTimeout`` inside the handler's thread with
 ``PyThreadState_SetAsyncExc``. The exception arrives at the next bytecode the thread
 runs, so a handler blocked inside C code (a socket read without a timeout) is
 interrupted only when that call returns. Async handlers are cancelled instead.
+
+laneway's own critical sections that a handler can reach (an enqueue from inside a job
+takes the SQLite write lock) run ``shielded()``: a ``JobTimeout`` aimed at the thread
+meanwhile is held back and raised when the section ends, so it never lands between taking
+a lock and the ``try`` that releases it.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import ctypes
 import heapq
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from ._errors import JobTimeout
 
@@ -34,6 +41,56 @@ class _Alarm:
 def _set_async_exc(tid: int, exc: type[BaseException] | None) -> None:
     obj = ctypes.py_object(exc) if exc is not None else None
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(tid), obj)
+
+
+class _Shield:
+    __slots__ = ("deferred", "depth")
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.deferred = False
+
+
+_shields: dict[int, _Shield] = {}  # thread id -> its shield, while inside shielded()
+_pending: set[int] = set()  # threads a JobTimeout was raised in (not yet disarmed)
+_shield_lock = threading.Lock()
+
+
+@contextmanager
+def shielded() -> Iterator[None]:
+    """Run the block with this thread's ``JobTimeout`` held back: one that fires meanwhile
+    (or had fired and was not delivered yet) is raised when the outermost block ends."""
+    tid = threading.get_ident()
+    entered = False
+    try:
+        with _shield_lock:
+            shield = _shields.setdefault(tid, _Shield())
+            if tid in _pending:  # fired just now: withdraw it, raise it at the end instead
+                _set_async_exc(tid, None)
+                _pending.discard(tid)
+                shield.deferred = True
+            shield.depth += 1
+            entered = True
+    except BaseException:  # delivered while entering: nothing is held yet
+        if entered:
+            _leave(tid)
+        raise
+    try:
+        yield
+    finally:
+        if _leave(tid):
+            raise JobTimeout("handler exceeded its timeout (raised when laneway's own work ended)")
+
+
+def _leave(tid: int) -> bool:
+    """Leave a shield; True when it was the outermost and a timeout was held back."""
+    with _shield_lock:
+        shield = _shields[tid]
+        shield.depth -= 1
+        if shield.depth:
+            return False
+        del _shields[tid]
+        return shield.deferred
 
 
 class Watchdog:
@@ -62,7 +119,12 @@ class Watchdog:
             fired = alarm.state == _FIRED
             alarm.state = _DISARMED
             if fired:
-                _set_async_exc(alarm.tid, None)
+                with _shield_lock:
+                    _set_async_exc(alarm.tid, None)
+                    _pending.discard(alarm.tid)
+                    shield = _shields.get(alarm.tid)
+                    if shield is not None:  # held back: the job is over, do not raise it later
+                        shield.deferred = False
             return fired
 
     def _run(self) -> None:
@@ -80,4 +142,10 @@ class Watchdog:
                     continue
                 heapq.heappop(self._heap)
                 alarm.state = _FIRED
-                _set_async_exc(alarm.tid, JobTimeout)
+                with _shield_lock:
+                    shield = _shields.get(alarm.tid)
+                    if shield is not None:  # inside laneway's own critical section
+                        shield.deferred = True
+                    else:
+                        _pending.add(alarm.tid)
+                        _set_async_exc(alarm.tid, JobTimeout)

@@ -124,3 +124,22 @@ def test_testing_helpers_compare_calls_as_stored_and_accept_bound_tasks() -> Non
     t.enqueue((1, 2), tags={"a": (3,)})
     assert assert_enqueued(app, t, (1, 2), tags={"a": (3,)})  # tuples are stored as lists
     assert len(enqueued(app, t.options(queue="default"))) == 1
+
+
+def test_a_timeout_firing_inside_laneways_own_work_is_raised_when_that_work_ends() -> None:
+    import pytest
+
+    from laneway._timeouts import Watchdog, shielded
+
+    watchdog = Watchdog()
+    steps: list[str] = []
+    alarm = watchdog.arm(0.05)
+    with pytest.raises(laneway.JobTimeout):
+        with shielded():
+            time.sleep(0.3)  # the alarm fires meanwhile
+            sum(range(10_000))  # bytecodes: unshielded, the exception would land here
+            steps.append("finished")
+    assert steps == ["finished"]
+    assert watchdog.disarm(alarm)  # it did fire
+    with shielded():  # and nothing is left pending for the thread's next job
+        time.sleep(0.05)

@@ -434,3 +434,41 @@ def test_operations_wait_out_another_processs_write_lock(db_path: Path, backend:
             impatient.close()
     finally:
         blocker.close()
+
+
+def test_a_job_timing_out_while_it_waits_for_the_write_lock_does_not_leave_the_lock_held(
+    tmp_path: Path,
+) -> None:
+    app = laneway.App(f"sqlite:///{tmp_path / 'lock.db'}?busy_timeout_s=3", namespace="t")
+    errors: list[str] = []
+
+    @app.task(queue="q", transactional=True)
+    def hold(connection: object = None) -> None:
+        time.sleep(1.0)  # holds the process's write lock
+
+    @app.task(
+        queue="q", timeout=0.4, max_attempts=1, error=lambda job, exc: errors.append(type(exc).__name__)
+    )
+    def fan_out() -> None:
+        time.sleep(0.1)
+        child.enqueue()  # waits for the lock; the timeout fires meanwhile, the lock comes later
+
+    @app.task(queue="q")
+    def child() -> None: ...
+
+    hold.enqueue()
+    job = fan_out.enqueue()
+    worker = app.worker(["q"], concurrency=2, idle_wait_s=0.05)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while job.refresh().status is not Status.DEAD and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert job.refresh().status is Status.DEAD and errors == ["JobTimeout"]
+        assert not app.backend._db._write_lock.locked()  # type: ignore[attr-defined]
+        child.enqueue()  # was DatabaseBusy after busy_timeout_s: the lock leaked to nobody
+    finally:
+        worker.stop()
+        thread.join(10)
+        app.close()

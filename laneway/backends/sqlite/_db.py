@@ -34,6 +34,7 @@ from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..._errors import ConfigError, LanewayError
+from ..._timeouts import shielded
 
 T = TypeVar("T")
 log = logging.getLogger("laneway.backends.sqlite")
@@ -296,16 +297,20 @@ class Database:
         if os.getpid() != self._pid:
             self._after_fork()
         lock = self._write_lock
-        if not lock.acquire(timeout=max(self.settings.busy_timeout_s, 0.001)):
-            raise DatabaseBusy(
-                f"another thread of this process held the SQLite write lock for more than "
-                f"busy_timeout_s={self.settings.busy_timeout_s} (an enqueue without connection= "
-                "inside backend.transaction()?)"
-            )
+        acquired = False
         try:
+            with shielded():  # a job's timeout cannot land between the acquire and the try
+                acquired = lock.acquire(timeout=max(self.settings.busy_timeout_s, 0.001))
+            if not acquired:
+                raise DatabaseBusy(
+                    f"another thread of this process held the SQLite write lock for more than "
+                    f"busy_timeout_s={self.settings.busy_timeout_s} (an enqueue without connection= "
+                    "inside backend.transaction()?)"
+                )
             yield
         finally:
-            lock.release()
+            if acquired:
+                lock.release()
 
     def begin(self, conn: sqlite3.Connection) -> None:
         """``BEGIN IMMEDIATE`` on ``conn``, retrying while another process writes."""
@@ -323,6 +328,10 @@ class Database:
         A busy error rolls the group back and runs it again (bounded by
         ``busy_timeout_s``); any other error reaches the callers.
         """
+        with shielded():  # laneway's own work: a job's timeout waits for it (see _timeouts)
+            return self._write(body, what)
+
+    def _write(self, body: Callable[[sqlite3.Connection, float], T], what: str) -> T:
         if os.getpid() != self._pid:
             self._after_fork()
         request = _Write(body)
