@@ -390,3 +390,59 @@ def test_kill_9_of_random_worker_processes_loses_nothing_and_keeps_every_lane_in
 
 if __name__ == "__main__":
     _main(sys.argv[1:])
+
+
+def _queued_elsewhere(url: str) -> int:
+    """The queued count as a fresh process sees it (it opens and closes the file)."""
+    code = f"import laneway; b = laneway.App({url!r}, namespace='t').backend; print(b.stats()[0].queued); b.close()"
+    return int(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    )
+
+
+def test_jobs_a_forked_child_enqueues_are_seen_by_every_process_after_the_parent_closes(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'fork.db'}"
+    app = laneway.App(url, namespace="t")
+
+    @app.task(name="job")
+    def job(i: int) -> None: ...
+
+    job.enqueue(0)  # the parent has used the backend: its pool holds a connection
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a producer forked after the app was used (multiprocessing, gunicorn --preload)
+        try:
+            job.enqueue(1)
+            os.write(ready_w, b"1")
+            os.read(go_r, 1)  # meanwhile the parent closed and another process checkpointed
+            for i in range(2, 12):
+                job.enqueue(i)
+        finally:
+            os._exit(0)
+    os.read(ready_r, 1)
+    app.backend.close()
+    assert _queued_elsewhere(url) == 2  # its last connection closing checkpoints the WAL
+    os.write(go_w, b"1")
+    os.waitpid(pid, 0)
+    assert _queued_elsewhere(url) == 12  # was 2: the child wrote into a WAL file already deleted
+
+
+def test_a_child_forked_while_a_thread_used_the_database_refuses_to_touch_it(tmp_path: Path) -> None:
+    from laneway.backends.sqlite._db import Database, parse_url
+
+    db = Database(parse_url(f"sqlite:///{tmp_path / 'busy.db'}", synchronous="FULL", busy_timeout_s=5))
+    with db.connection():  # in use at the fork
+        pid = os.fork()
+        if pid == 0:
+            try:
+                with db.connection():
+                    pass
+            except laneway.LanewayError as exc:
+                os._exit(3 if "forked while a thread used" in str(exc) else 4)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 3
+    db.close()

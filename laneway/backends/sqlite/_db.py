@@ -27,6 +27,7 @@ import random
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -173,8 +174,26 @@ def _run_in_savepoint(conn: sqlite3.Connection, request: _Write) -> None:
     conn.execute("RELEASE laneway_write")
 
 
+_OPEN: weakref.WeakSet[Database] = weakref.WeakSet()  # closed before a fork (_before_fork)
+
+
+def _before_fork() -> None:
+    for db in list(_OPEN):
+        db._close_idle()
+
+
+os.register_at_fork(before=_before_fork)
+
+
 class Database:
-    """A pool of connections to one SQLite file (WAL mode) with retried write transactions."""
+    """A pool of connections to one SQLite file (WAL mode) with retried write transactions.
+
+    Fork-safe the way SQLite allows: before a fork the idle connections are closed (the
+    parent reopens them on demand), so a child starts with none of the parent's, and
+    SQLite's in-process lock bookkeeping, which a fork copies without the file locks it
+    stands for, is not inherited. A child of a process that had a connection in use at
+    the fork refuses to touch the file (``LanewayError``): it could not lock it safely.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -187,6 +206,7 @@ class Database:
         self._pending_lock = threading.Lock()
         self._pid = os.getpid()
         self._closed = False
+        _OPEN.add(self)
 
     # --- connections -----------------------------------------------------------------
 
@@ -207,9 +227,27 @@ class Database:
             raise
         return conn
 
+    def _close_idle(self) -> None:
+        """Close the pooled connections no thread is using (run before a fork)."""
+        if os.getpid() != self._pid:
+            return
+        with self._pool_lock:
+            idle, self._pool = self._pool, []
+            self._all = [conn for conn in self._all if conn not in idle]
+        for conn in idle:
+            conn.close()
+
     def _after_fork(self) -> None:
-        """In a forked child: forget the parent's connections without closing them."""
-        self._inherited.extend(self._all)
+        """In a forked child: forget the parent's connections without closing them (closing
+        would touch the parent's locks); refuse if one was in use when the process forked."""
+        if self._all:
+            self._inherited.extend(self._all)
+            self._all = []
+            raise LanewayError(
+                f"this process was forked while a thread used the SQLite database "
+                f"{self.settings.path!r}; SQLite cannot lock the file safely here: open the App "
+                "(or its backend) in the child, or fork before using it"
+            )
         self._pool = []
         self._all = []
         self._pool_lock = threading.Lock()
