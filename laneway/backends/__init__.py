@@ -60,7 +60,7 @@ def open_backend(url: str, namespace: str, *, create: bool = True) -> Backend:
                 raise ConfigError(
                     f"no SQLite database at {path!r} (check the URL; `laneway migrate` creates one)"
                 )
-        return SQLiteBackend(url, namespace=namespace)
+        return SQLiteBackend(url, namespace=namespace, create=create)
     if scheme in ("redis", "rediss", "unix"):
         from .redis import RedisBackend
 

@@ -68,6 +68,34 @@ def test_relative_and_absolute_urls_open_the_same_file(
         absolute.close()
 
 
+def test_a_relative_url_keeps_naming_the_same_file_after_the_process_changes_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)
+    backend = SQLiteBackend("sqlite:///jobs.db", namespace="ns")
+    try:
+        job = new_job()
+        backend.enqueue([job])
+        monkeypatch.chdir(tmp_path / "elsewhere")  # a task working in a temporary directory
+        with backend._db.connection() as a, backend._db.connection() as b:  # a new pooled one too
+            assert a is not b
+        assert backend.get_job(job.id) is not None
+        assert not (tmp_path / "elsewhere" / "jobs.db").exists()
+    finally:
+        backend.close()
+
+
+def test_opening_without_create_refuses_a_missing_namespace_and_writes_nothing(db_path: Path) -> None:
+    SQLiteBackend(f"sqlite:///{db_path}", namespace="prod").close()
+    with pytest.raises(laneway.ConfigError, match="no laneway namespace 'prdo'"):
+        open_backend(f"sqlite:///{db_path}", "prdo", create=False)
+    with sqlite3.connect(db_path) as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    assert tables and not [t for t in tables if t.startswith("prdo")]  # was a full set of tables
+    open_backend(f"sqlite:///{db_path}", "prod", create=False).close()
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [
@@ -78,6 +106,8 @@ def test_relative_and_absolute_urls_open_the_same_file(
         ("sqlite:///x.db?journal=off", "unknown SQLite URL option"),
         ("sqlite:///x.db?synchronous=sometimes", "synchronous must be one of"),
         ("sqlite:///x.db?busy_timeout_s=soon", "busy_timeout_s must be a number"),
+        ("sqlite:///x.db?busy_timeout_s=inf", "busy_timeout_s must be a number"),  # was OverflowError
+        ("sqlite:///x.db?busy_timeout_s=-1", "busy_timeout_s must be a number"),
     ],
 )
 def test_unusable_urls_are_refused_with_a_clear_config_error(

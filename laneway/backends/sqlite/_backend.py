@@ -17,7 +17,7 @@ from .._base import Backend, page_args
 from . import _inspect as inspect
 from . import _ops as ops
 from ._db import CLOCK_TICK_S, Database, clock, in_savepoint, is_busy, parse_url
-from ._schema import drop_namespace, ensure_schema
+from ._schema import drop_namespace, ensure_schema, require_schema
 from ._sql import Sql
 
 DEFAULT_BUSY_TIMEOUT_S = 30.0
@@ -41,11 +41,14 @@ class SQLiteBackend(Backend):
             ``NORMAL`` survives any crash of the processes (``kill -9``) but may lose the
             last commits on power loss or an OS crash; it is several times faster.
         busy_timeout_s: how long an operation retries while other processes write.
+        create: create or migrate the namespace's tables when needed (default); with
+            False the namespace must exist at this laneway's version, and nothing is
+            written on opening (the operator commands open it so).
 
     Raises:
         ConfigError: for an invalid URL, option or namespace, an ``sqlite:///:memory:`` URL
             (it cannot be shared between workers), a file that cannot be opened, or a file
-            written by a newer laneway.
+            written by a newer laneway; with ``create=False``, a namespace missing or older.
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class SQLiteBackend(Backend):
         namespace: str,
         synchronous: str = "FULL",
         busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+        create: bool = True,
     ) -> None:
         settings = parse_url(url, synchronous=synchronous, busy_timeout_s=busy_timeout_s)
         self.url = url
@@ -63,7 +67,10 @@ class SQLiteBackend(Backend):
         self._db = Database(settings)
         self._names = {os.path.abspath(settings.path), os.path.realpath(settings.path)}
         try:
-            self.schema_version = ensure_schema(self._db, self.namespace)
+            if create:
+                self.schema_version = ensure_schema(self._db, self.namespace)
+            else:
+                self.schema_version = require_schema(self._db, self.namespace)
         except BaseException:
             self._db.close()
             raise

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from ..._checks import seconds
 from ..._errors import ConfigError, LanewayError
 from ..._timeouts import shielded
 
@@ -89,9 +90,8 @@ def parse_url(url: str, *, synchronous: str, busy_timeout_s: float) -> Settings:
     level = synchronous.upper()
     if level not in SYNCHRONOUS_LEVELS:
         raise ConfigError(f"synchronous must be one of {', '.join(SYNCHRONOUS_LEVELS)}, not {synchronous!r}")
-    if not busy_timeout_s >= 0:
-        raise ConfigError(f"busy_timeout_s must be >= 0, not {busy_timeout_s!r}")
-    return Settings(path, level, busy_timeout_s)
+    # One absolute path: a connection the pool opens after an os.chdir finds the same file.
+    return Settings(os.path.abspath(path), level, seconds(busy_timeout_s, "busy_timeout_s"))
 
 
 # SQLite keeps time as whole milliseconds; rounding undoes julianday's float noise (~50 us).

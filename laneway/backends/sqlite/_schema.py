@@ -113,6 +113,25 @@ def ensure_schema(db: Database, namespace: str) -> int:
     return db.write(lambda conn, now: _upgrade(conn, namespace, now), "creating or migrating the schema")
 
 
+def require_schema(db: Database, namespace: str) -> int:
+    """The namespace's schema version when it is this laneway's; ``ConfigError`` when the
+    namespace has no tables in the file (a misspelt ``--namespace``, say) or needs a
+    migration. Creates and changes nothing: for commands that only read or operate."""
+    version = db.read(lambda conn: current_version(conn, namespace), "reading the schema version")
+    if version is None:
+        raise ConfigError(
+            f"no laneway namespace {namespace!r} in {db.settings.path!r} (check --namespace; "
+            "`laneway migrate` creates one)"
+        )
+    _refuse_newer(version, namespace)
+    if version < SCHEMA_VERSION:
+        raise ConfigError(
+            f"namespace {namespace!r} has SQLite schema version {version}, older than this "
+            f"laneway's {SCHEMA_VERSION}: run `laneway migrate` first"
+        )
+    return version
+
+
 def drop_namespace(db: Database, namespace: str) -> None:
     """Drop every table (and with them every index) of the namespace, atomically."""
 
