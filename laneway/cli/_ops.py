@@ -213,6 +213,9 @@ def dead_retry(url: str, namespace: str, job_ids: tuple[str, ...], retry_all: bo
     if retry_all:
         backend = open_app(url, namespace).backend
         job_ids = tuple(r.id for r in backend.list_jobs(status=Status.DEAD, limit=1_000_000))
+        if not job_ids:  # nothing to do is not an error: a cron job may run this every hour
+            console.print("no dead jobs")
+            return
     if not job_ids:
         raise click.UsageError("give job ids or --all")
     _each(url, namespace, job_ids, "retry")

@@ -68,6 +68,15 @@ def test_dead_retry_and_purge_act_on_the_dead_letter_list(url: str) -> None:
     app.close()
 
 
+def test_dead_retry_all_with_no_dead_jobs_says_so_and_succeeds(url: str) -> None:
+    app, _ = _app_with_jobs(url)
+    _run("dead", "retry", "--all", "--url", url, "-n", "ops")
+    assert "no dead jobs" in _run("dead", "retry", "--all", "--url", url, "-n", "ops")  # was exit 2
+    missing = CliRunner().invoke(cli, ["dead", "retry", "--url", url, "-n", "ops"])
+    assert missing.exit_code == 2 and "give job ids or --all" in missing.output
+    app.close()
+
+
 def test_jobs_cancel_reports_what_was_not_possible(url: str) -> None:
     app, jobs = _app_with_jobs(url)
     result = CliRunner().invoke(cli, ["jobs", "cancel", jobs[2].id, "--url", url, "-n", "ops"])
