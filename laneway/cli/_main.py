@@ -35,6 +35,32 @@ for _command in (
     cli.add_command(_command)
 
 
+_OPERATIONAL = frozenset(
+    {
+        "psycopg.OperationalError",  # the server went away, refused, timed out
+        "psycopg.errors.InsufficientPrivilege",
+        "redis.exceptions.ConnectionError",
+        "redis.exceptions.TimeoutError",
+        "redis.exceptions.AuthenticationError",
+        "redis.exceptions.NoPermissionError",
+        "sqlite3.OperationalError",
+    }
+)
+"""Errors of the backends' own libraries that are about the deployment, not a bug: shown as
+one line. Anything else keeps its traceback."""
+
+
+def _operational(exc: BaseException) -> bool:
+    return any(f"{c.__module__}.{c.__qualname__}" in _OPERATIONAL for c in type(exc).__mro__)
+
+
 def main() -> None:
-    """Entry point of the ``laneway`` script."""
-    cli()
+    """Entry point of the ``laneway`` script: a backend that cannot be reached or refuses
+    this role an operation is reported in one line (exit 1), not as a traceback."""
+    try:
+        cli()
+    except Exception as exc:
+        if not _operational(exc):
+            raise
+        click.echo(f"Error: {type(exc).__name__}: {exc}".rstrip(), err=True)
+        raise SystemExit(1) from None

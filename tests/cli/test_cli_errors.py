@@ -7,11 +7,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
+import laneway
 from tests.conftest import POSTGRES_URL, fresh_namespace, require_server
 
 APP = textwrap.dedent(
@@ -112,9 +114,30 @@ def test_a_read_only_postgres_role_can_run_the_read_commands(tmp_path: Path) -> 
             conn.execute(f'CREATE ROLE "{role}" LOGIN')
             conn.execute(f'GRANT USAGE ON SCHEMA "{ns}" TO "{role}"')
             conn.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{ns}" TO "{role}"')
+            app = laneway.App(POSTGRES_URL, namespace=ns)
+            app.send_task("t", lane="a", delay=0.1)  # due, not promoted yet: stats used to promote it
+            app.close()
+            time.sleep(0.3)
             for command in (["stats"], ["jobs", "list"], ["dead", "list"]):
                 res = _laneway(tmp_path, *command, "--url", ro_url, "--namespace", ns)
                 assert res.returncode == 0, (command, res.stderr)
+        finally:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{ns}" CASCADE')
+            conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def test_a_role_the_backend_refuses_gets_one_line_not_a_traceback(tmp_path: Path) -> None:
+    require_server(POSTGRES_URL, "PostgreSQL")
+    ns, role = fresh_namespace(), "np_" + fresh_namespace()
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        try:
+            assert _laneway(tmp_path, "migrate", "--url", POSTGRES_URL, "--namespace", ns).returncode == 0
+            conn.execute(f'CREATE ROLE "{role}" LOGIN')
+            conn.execute(f'GRANT USAGE ON SCHEMA "{ns}" TO "{role}"')  # and no SELECT
+            url = POSTGRES_URL.replace("postgres@", f"{role}@", 1)
+            res = _laneway(tmp_path, "jobs", "list", "--url", url, "--namespace", ns)
+            assert res.returncode == 1, res.stderr
+            assert "InsufficientPrivilege: permission denied" in res.stderr and "Traceback" not in res.stderr
         finally:
             conn.execute(f'DROP SCHEMA IF EXISTS "{ns}" CASCADE')
             conn.execute(f'DROP ROLE IF EXISTS "{role}"')

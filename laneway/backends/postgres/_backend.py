@@ -415,13 +415,22 @@ class PostgresBackend(Backend):
             total += deleted
         return total
 
+    def _promote_to_read(self, queues: Sequence[str] | None = None) -> None:
+        """``promote`` before a read, so it counts every lane; skipped for a role that may
+        only read (the operator commands), whose counts then show due laned jobs as queued
+        but their lanes only once a worker has promoted them."""
+        try:
+            self.promote(queues)
+        except psycopg.errors.InsufficientPrivilege:
+            log.debug("this role may not promote due jobs; reading without", exc_info=True)
+
     def stats(self) -> list[QueueStats]:
-        self.promote()
+        self._promote_to_read()
         return [_queue_stats(row) for row in self._rows(self._q.stats)]
 
     def lanes(self, queue: str, *, limit: int = 100) -> list[LaneInfo]:
         limit = page_args(limit)[0]
-        self.promote([queue])
+        self._promote_to_read([queue])
         rows = self._rows(self._q.lanes, {"queue": queue, "limit": limit})
         return sorted((_lane_info(queue, row) for row in rows), key=lambda i: -i.head_age_s)
 
