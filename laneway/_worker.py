@@ -99,10 +99,11 @@ def _keeps_going(out: Outcome, rec: JobRecord) -> bool:
 
 
 def queue_names(queues: Sequence[str] | str | None) -> list[str]:
-    """``queues`` (a list, or ``"a,b"`` with empty names dropped) with every name checked."""
+    """``queues`` (a list, or ``"a,b"`` with empty names dropped) with every name checked,
+    each once, in the order first given (``"q,q"`` is ``["q"]``)."""
     if isinstance(queues, str):
         queues = [q for q in queues.split(",") if q]
-    return [check_name(q, "queue") for q in queues or ()]
+    return list(dict.fromkeys(check_name(q, "queue") for q in queues or ()))
 
 
 def default_concurrency(app: App, runner: Runner | None = None) -> int:

@@ -274,3 +274,13 @@ def test_listing_refuses_negative_paging_and_takes_a_status_by_its_value(
     with pytest.raises(laneway.ConfigError):
         backend.lanes("default", limit=-1)
     assert len(backend.list_jobs(status="queued")) == 1  # type: ignore[arg-type]
+
+
+def test_a_queue_named_twice_is_claimed_from_once(backend: Backend, app: laneway.App) -> None:
+    @app.task(name="t")
+    def t(i: int) -> None: ...
+
+    jobs = [t.enqueue(i) for i in range(2)]
+    got = backend.claim(["default", "default"], worker="w", limit=4, lease_s=30)  # raised on PostgreSQL
+    assert sorted(r.id for r in got) == sorted(j.id for j in jobs)
+    assert app.worker("default,default").queues.count("default") == 1

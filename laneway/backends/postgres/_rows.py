@@ -85,5 +85,6 @@ def finish_params(outcomes: Sequence[Outcome]) -> list[list[Any]]:
 def claim_params(
     queues: Sequence[str], worker: str, limit: int, batch: int, max_lanes: int | None, lease_s: float
 ) -> list[Any]:
-    """The arguments of the ``claim`` function."""
-    return [list(queues), worker, limit, max(batch, 1), max_lanes, lease_s]
+    """The arguments of the ``claim`` function (a queue named twice is walked once: the
+    function's second pass would pick its still-queued solo jobs again and raise)."""
+    return [list(dict.fromkeys(queues)), worker, limit, max(batch, 1), max_lanes, lease_s]
