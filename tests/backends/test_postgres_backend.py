@@ -681,3 +681,51 @@ def test_a_send_that_promotes_a_due_job_locks_lanes_in_the_order_finishes_do(pg:
         finisher.commit()
         sender.join(10)
     assert outcome == {"send": "ok"}
+
+
+# --- send order with promotions under way (migration 0009) ------------------------------
+
+
+def _in_schema(pg: PostgresBackend) -> psycopg.Connection[TupleRow]:
+    conn = psycopg.connect(POSTGRES_URL)
+    conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(pg.schema)))
+    conn.commit()
+    return conn
+
+
+def test_a_send_in_a_callers_transaction_stays_behind_an_earlier_send_whose_join_was_put_off(
+    pg: PostgresBackend,
+) -> None:
+    pg.enqueue([new_job("other", delay_s=0.2)])
+    time.sleep(0.4)  # due, and not joined: no claim ran
+    with _in_schema(pg) as claiming:  # a claim in flight holds the queue's promotion lock
+        claiming.execute("SELECT * FROM claim(ARRAY['q'], 'w0', 1, 1, NULL, 60)").fetchall()
+        first = new_job("L")
+        pg.enqueue([first])  # its join is put off: the promotion lock is taken
+        claiming.commit()
+    second = new_job("L")
+    with pg.transaction() as tx:
+        pg.enqueue([second], connection=tx)
+    got = pg.claim(["q"], worker="w1", limit=10, batch=10, lease_s=60)
+    assert [r.id for r in got if r.lane == "L"] == [first.id, second.id]  # was second first
+
+
+def test_a_job_sent_with_a_past_run_at_goes_after_a_delayed_job_of_its_lane_already_due(
+    pg: PostgresBackend,
+) -> None:
+    t0 = pg.now()
+    due_first = new_job("L", run_at=t0 + 0.3)
+    pg.enqueue([due_first])
+    pg.enqueue([new_job(None, run_at=t0 + 0.2) for _ in range(40)])  # more due work than one claim joins
+    time.sleep(0.6)
+    with _in_schema(pg) as promoting:  # another promotion under way while the job is sent
+        promoting.execute("SELECT pg_advisory_xact_lock(hashtextextended(channel() || '/' || 'q', 1))")
+        sent_after = new_job("L", run_at=t0 + 0.1)  # a client-computed time already past
+        pg.enqueue([sent_after])
+        promoting.commit()
+    lane: list[str] = []
+    for _ in range(60):
+        lane += [r.id for r in pg.claim(["q"], worker="w", limit=50, batch=10, lease_s=60) if r.lane == "L"]
+        if len(lane) == 2:
+            break
+    assert lane == [due_first.id, sent_after.id]  # was sent_after first
