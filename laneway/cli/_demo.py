@@ -141,7 +141,7 @@ def chaos_command(
     lease_s: float,
 ) -> None:
     """Kill -9 worker processes at random while jobs run on your backend, then report
-    lost, duplicated and out-of-order jobs (the RELIABILITY fault 1 soak)."""
+    lost, duplicated and out-of-order jobs (fault 1 of docs/guarantees.md)."""
     cfg = RunConfig(
         url=url,
         namespace="chaos" + uuid.uuid4().hex[:8],
