@@ -3,6 +3,7 @@ enqueue and finish, schema versions and migrations, and life cycle."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -116,6 +117,19 @@ def test_unusable_urls_are_refused_with_a_clear_config_error(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(laneway.ConfigError, match=message):
         SQLiteBackend(url, namespace="ns")
+
+
+def test_a_read_only_file_is_a_config_error_for_writers_and_readable_by_read_commands(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    SQLiteBackend(f"sqlite:///{db_path}", namespace="ns").close()
+    real = os.access
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: False if mode == os.W_OK else real(p, mode)
+    )  # root writes all
+    with pytest.raises(laneway.ConfigError, match="read-only for this process"):
+        SQLiteBackend(f"sqlite:///{db_path}", namespace="ns")
+    open_backend(f"sqlite:///{db_path}", "ns", create=False).close()
 
 
 def test_a_file_in_a_missing_directory_is_a_config_error(tmp_path: Path) -> None:

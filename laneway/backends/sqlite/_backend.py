@@ -47,8 +47,9 @@ class SQLiteBackend(Backend):
 
     Raises:
         ConfigError: for an invalid URL, option or namespace, an ``sqlite:///:memory:`` URL
-            (it cannot be shared between workers), a file that cannot be opened, or a file
-            written by a newer laneway; with ``create=False``, a namespace missing or older.
+            (it cannot be shared between workers), a file that cannot be opened or (unless
+            ``create=False``) written, or a file written by a newer laneway; with
+            ``create=False``, a namespace missing or older.
     """
 
     def __init__(
@@ -61,6 +62,11 @@ class SQLiteBackend(Backend):
         create: bool = True,
     ) -> None:
         settings = parse_url(url, synchronous=synchronous, busy_timeout_s=busy_timeout_s)
+        if create and os.path.exists(settings.path) and not os.access(settings.path, os.W_OK):
+            raise ConfigError(  # else it opens, and every write fails with a bare sqlite3 error
+                f"the SQLite database {settings.path!r} is read-only for this process (user "
+                f"{os.getuid()}): workers and producers need to write it"
+            )
         self.url = url
         self.namespace = check_namespace(namespace)
         self._sql = Sql(self.namespace)
