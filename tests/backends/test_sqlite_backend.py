@@ -516,3 +516,20 @@ def test_a_job_timing_out_while_it_waits_for_the_write_lock_does_not_leave_the_l
         worker.stop()
         thread.join(10)
         app.close()
+
+
+def test_a_transactional_task_running_longer_than_its_lease_commits(tmp_path: Path) -> None:
+    app = laneway.App(f"sqlite:///{tmp_path / 'long.db'}", namespace="t", lease_s=1.0)
+
+    @app.task(name="long", transactional=True, max_attempts=1)
+    def long(connection: sqlite3.Connection) -> None:
+        connection.execute("CREATE TABLE IF NOT EXISTS done (n INTEGER)")
+        connection.execute("INSERT INTO done VALUES (1)")
+        time.sleep(1.5)  # holds the write lock: the heartbeat cannot renew the lease meanwhile
+
+    job = long.enqueue()
+    app.worker(idle_wait_s=0.05).run(burst=True)
+    assert job.refresh().status is Status.SUCCEEDED  # was refused at commit, for ever
+    with sqlite3.connect(tmp_path / "long.db") as conn:
+        assert conn.execute("SELECT count(*) FROM done").fetchone() == (1,)
+    app.close()

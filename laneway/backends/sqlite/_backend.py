@@ -168,9 +168,9 @@ class SQLiteBackend(Backend):
         return self._db.write(lambda conn, now: ops.extend(conn, self._sql, now, tokens, lease_s), "extend")
 
     def finish(self, outcomes: Sequence[Outcome], *, connection: Any = None) -> list[bool]:
-        if connection is not None:
+        if connection is not None:  # a write transaction: see ops.finish's ``held``
             conn = self._caller_transaction(connection)
-            return ops.finish(conn, self._sql, clock(conn), outcomes)
+            return ops.finish(conn, self._sql, clock(conn), outcomes, held=True)
         if not outcomes:
             return []
         return self._db.write(lambda conn, now: ops.finish(conn, self._sql, now, outcomes), "finish")

@@ -243,12 +243,19 @@ def extend(
 # --- finish ------------------------------------------------------------------------------
 
 
-def finish(conn: sqlite3.Connection, sql: Sql, now: float, outcomes: Sequence[Outcome]) -> list[bool]:
+def finish(
+    conn: sqlite3.Connection, sql: Sql, now: float, outcomes: Sequence[Outcome], *, held: bool = False
+) -> list[bool]:
     """Apply each outcome that its lease still covers; see ``Backend.finish``.
 
     Each outcome is one guarded ``UPDATE`` (it changes the job only while it runs under
     the outcome's token); freeing lanes and ending leases is done once per batch, after
     every outcome, which leaves the same state as doing it after each.
+
+    ``held``: the caller's transaction has held the file's write lock since before the
+    handler ran (a transactional task). Nobody can have swept the lease meanwhile, nor can
+    anyone claim the job without that sweep, so a lease that still exists is enough, even
+    if it ran out while the handler held the lock (its heartbeat waits for the same lock).
     """
     alive: dict[int, bool] = {}
     accepted: list[bool] = []
@@ -257,7 +264,7 @@ def finish(conn: sqlite3.Connection, sql: Sql, now: float, outcomes: Sequence[Ou
     for out in outcomes:
         if out.token not in alive:
             row = conn.execute(sql.lease_expiry, (out.token,)).fetchone()
-            alive[out.token] = row is not None and row[0] > now
+            alive[out.token] = row is not None and (held or row[0] > now)
         lane = apply_outcome(conn, sql, now, out) if alive[out.token] else None
         accepted.append(lane is not None)
         if lane is None:
