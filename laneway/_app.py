@@ -282,13 +282,23 @@ class App(BusMixin):
         calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]],
         opts: Options,
         headers: Mapping[str, str] | None = None,
+        *,
+        observed: bool = True,
     ) -> list[NewJob]:
-        """Validate, run the enqueue middleware, encode: the jobs to store, nothing stored yet."""
+        """Validate, run the enqueue middleware, encode: the jobs to store, nothing stored yet.
+
+        ``observed=False`` leaves out the layers marked ``observes_enqueue`` (laneway's
+        enqueue counter and producer span), for a periodic tick's job: every worker builds
+        one and at most one of them is stored, so only the winner's may be observed.
+        """
         fields = self._resolve(task, opts)
-        if not self.enqueue_middleware:
+        layers = self.enqueue_middleware
+        if not observed:
+            layers = [layer for layer in layers if not getattr(layer, "observes_enqueue", False)]
+        if not layers:
             hdrs = dict(headers or {})
             return [self._new_job(task, args, kwargs, hdrs, fields, new_id()) for args, kwargs in calls]
-        stack = compose(self.enqueue_middleware, lambda env: env)
+        stack = compose(layers, lambda env: env)
         news = []
         for args, kwargs in calls:
             env = stack(Envelope(new_id(), task, args, dict(kwargs), opts, dict(headers or {})))

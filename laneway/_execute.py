@@ -19,8 +19,10 @@ import random
 import threading
 import traceback
 from collections.abc import Coroutine, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from . import _constants as C
 from ._codec import Call, decode_call
@@ -32,11 +34,13 @@ from ._task import Hooks, Prepared
 
 if TYPE_CHECKING:
     from ._app import App
+    from ._middleware import ContextLayer, Middleware
     from ._task import Task
 
 log = logging.getLogger("laneway.worker")
 _TRACEBACK_MAX_CHARS = 16_000
 _current: contextvars.ContextVar[Job | None] = contextvars.ContextVar("laneway_job", default=None)
+_attempt: contextvars.ContextVar[_Attempt | None] = contextvars.ContextVar("laneway_attempt", default=None)
 
 
 def current_job() -> Job | None:
@@ -64,6 +68,49 @@ class Ran:
 class _Rollback(Exception):
     def __init__(self, outcome: Outcome) -> None:
         self.outcome = outcome
+
+
+class _Attempt:
+    """The ``around(job)`` contexts of the layers that wrap a whole attempt (the consumer
+    span) rather than the handler alone: decoding, hooks, stack, result encoding and, for a
+    transactional task, the commit. The runner turns a failure into a verdict instead of
+    letting it propagate, so it hands the exception over with ``failed``; the contexts then
+    see it on exit as if it had passed through them."""
+
+    def __init__(self, layers: Sequence[ContextLayer], job: Job) -> None:
+        self._layers = layers
+        self._job = job
+        self._failure: BaseException | None = None
+        self._exits = ExitStack()
+
+    def __enter__(self) -> _Attempt:
+        with ExitStack() as stack:
+            for layer in self._layers:
+                stack.enter_context(layer.around(self._job))
+            self._exits = stack.pop_all()
+        return self
+
+    def failed(self, exc: BaseException) -> None:
+        self._failure = exc
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None and self._failure is not None:
+            exc = self._failure
+            exc_type, tb = type(exc), exc.__traceback__
+        self._exits.__exit__(exc_type, exc, tb)  # does not raise the exception it is shown
+
+
+def _note_failure(exc: BaseException) -> None:
+    """Tell the layers around the attempt being run (if any) that it failed with ``exc``."""
+    attempt = _attempt.get()
+    if attempt is not None:
+        attempt.failed(exc)
+
+
+def _wraps_attempt(layer: Middleware) -> TypeGuard[ContextLayer]:
+    return bool(getattr(layer, "wraps_attempt", False))
 
 
 class AsyncLoop:
@@ -177,12 +224,19 @@ def _hook(fn: Any, *args: Any) -> None:
 
 
 class Runner:
-    """Turns claimed ``JobRecord``s into ``Outcome``s for one app."""
+    """Turns claimed ``JobRecord``s into ``Outcome``s for one app.
+
+    An execution layer that is a ``ContextLayer`` with ``wraps_attempt = True`` (the
+    consumer span of ``instrument_tracing``) is taken out of the stack and wraps the whole
+    attempt instead, outermost, so that it also sees what fails outside the stack.
+    """
 
     def __init__(self, app: App, loop: AsyncLoop | None = None) -> None:
         self.app = app
         self.loop = loop or AsyncLoop()
         layers = app._execution_layers()
+        self._outer: list[ContextLayer] = [layer for layer in layers if _wraps_attempt(layer)]
+        layers = [layer for layer in layers if not _wraps_attempt(layer)]
         self._stack = compose(layers, _call_handler)
         self._astack = compose_async(layers, _call_handler)
 
@@ -207,10 +261,8 @@ class Runner:
         mine = [t for t in self.app.tasks.values() if not t.name.startswith(C.RESERVED_PREFIX)]
         return bool(mine) and all(_on_loop(t) for t in mine)
 
-    def _open(self, rec: JobRecord) -> Ran | tuple[Job, Call, Task]:
+    def _open(self, rec: JobRecord, job: Job) -> Ran | tuple[Call, Task]:
         """Decode ``rec`` and find its task, or the verdict when either fails."""
-        assert rec.token is not None
-        job = Job(self.app, rec.id, record=rec)
         try:
             call = decode_call(rec.payload)
         except DecodeError as exc:
@@ -220,31 +272,55 @@ class Runner:
         if task is None:
             unknown = UnknownTask(f"no task named {rec.task!r} on this worker")
             return Ran(self._failed(rec, unknown, job, Hooks(), None))
-        return job, call, task
+        return call, task
 
     def run(self, rec: JobRecord) -> Ran:
         """Run one job to its verdict. Never raises (but for ``JobTimeout`` arriving late)."""
-        opened = self._open(rec)
-        if isinstance(opened, Ran):
-            return opened
-        job, call, task = opened
+        assert rec.token is not None
+        job = Job(self.app, rec.id, record=rec)
         reset = _current.set(job)
         try:
-            if task.transactional:
-                return self._run_transactional(rec, job, call, task)
-            return Ran(self._attempt(rec, job, call, task, None))
+            if not self._outer:  # no layer wraps the attempt: the common case, at no cost
+                return self._run(rec, job)
+            with _Attempt(self._outer, job) as attempt:
+                reset_attempt = _attempt.set(attempt)
+                try:
+                    return self._run(rec, job)
+                finally:
+                    _attempt.reset(reset_attempt)
         finally:
             _current.reset(reset)
+
+    def _run(self, rec: JobRecord, job: Job) -> Ran:
+        opened = self._open(rec, job)
+        if isinstance(opened, Ran):
+            return opened
+        call, task = opened
+        if task.transactional:
+            return self._run_transactional(rec, job, call, task)
+        outcome, hooks = self._attempt(rec, job, call, task, None)
+        if outcome.verdict is Verdict.SUCCEEDED:
+            _hook(hooks.success, job)
+        return Ran(outcome)
 
     async def arun(self, rec: JobRecord) -> Ran:
         """``run`` for a job of a unit that ``runs_on_loop``: on the event loop, in the
         calling asyncio task (whose context holds ``current_job()``). Never raises."""
         assert rec.token is not None
-        opened = self._open(rec)
+        job = Job(self.app, rec.id, record=rec)
+        _current.set(job)
+        if not self._outer:  # as in run
+            return await self._arun(rec, job)
+        with _Attempt(self._outer, job) as attempt:
+            _attempt.set(attempt)  # not reset: a run abandoned at shutdown ends in another context
+            return await self._arun(rec, job)
+
+    async def _arun(self, rec: JobRecord, job: Job) -> Ran:
+        assert rec.token is not None
+        opened = self._open(rec, job)
         if isinstance(opened, Ran):
             return opened
-        job, call, task = opened
-        _current.set(job)
+        call, task = opened
         prepared = self._prepare(rec, job, call, task, None)
         if isinstance(prepared, Outcome):
             return Ran(prepared)
@@ -269,40 +345,56 @@ class Runner:
         return Ran(Outcome(rec.id, rec.token, Verdict.SUCCEEDED, result=result))
 
     def _run_transactional(self, rec: JobRecord, job: Job, call: Call, task: Task) -> Ran:
-        """Handler writes and the job's completion commit together, or neither does."""
+        """Handler writes and the job's completion commit together, or neither does.
+
+        ``after`` runs when the handler returns, inside the transaction; ``success`` only
+        once the commit went through with the completion accepted. When the completion is
+        refused (the lease was lost) or the commit fails, the writes roll back and the job
+        runs again: ``error`` gets that exception (``LeaseLost``, or the commit's) instead.
+        """
         backend = self.app.backend
+        hooks = task.hooks
         try:
             with backend.transaction() as conn:
-                outcome = self._attempt(rec, job, call, task, conn)
+                outcome, hooks = self._attempt(rec, job, call, task, conn)
                 if outcome.verdict is not Verdict.SUCCEEDED:
                     raise _Rollback(outcome)
                 if not backend.finish([outcome], connection=conn)[0]:
                     raise LeaseLost(f"job {rec.id}: lease lost before commit; its writes roll back")
-            return Ran(outcome, applied=True)
         except _Rollback as rb:
             return Ran(rb.outcome)
         except LeaseLost as exc:
             log.warning("%s", exc)
+            _hook(hooks.error, job, exc)
+            _note_failure(exc)
             return Ran(Outcome(rec.id, rec.token or 0, Verdict.SUCCEEDED), applied=True, accepted=False)
         except Exception as exc:  # noqa: BLE001 - the transaction itself failed (commit, connection)
-            return Ran(self._failed(rec, exc, job, task.hooks, task))
+            return Ran(self._caught(rec, exc, job, hooks, task))
+        _hook(hooks.success, job)
+        return Ran(outcome, applied=True)
 
     def _prepare(
         self, rec: JobRecord, job: Job, call: Call, task: Task, connection: Any
     ) -> Prepared | Outcome:
-        """The task's prepared call, or the verdict when a class task's constructor fails."""
+        """The task's prepared call, or the verdict when a class task's constructor fails
+        (a failed attempt like a handler's: the ``error`` hook runs, ``before``/``after`` do
+        not, as there is no instance to run them on)."""
         try:
             if connection is not None:
                 call = Call(call.args, {**call.kwargs, "connection": connection}, call.headers)
             return task.prepare(call)
         except BaseException as exc:  # noqa: BLE001 - constructor of a class task failed
-            return self._failed(rec, exc, job, task.hooks, task)
+            return self._caught(rec, exc, job, task.hooks, task)
 
-    def _attempt(self, rec: JobRecord, job: Job, call: Call, task: Task, connection: Any) -> Outcome:
+    def _attempt(
+        self, rec: JobRecord, job: Job, call: Call, task: Task, connection: Any
+    ) -> tuple[Outcome, Hooks]:
+        """Run one attempt to its verdict, with the hooks that go with it; the ``success``
+        hook is the caller's to call (after the commit, for a transactional task)."""
         assert rec.token is not None
         prepared = self._prepare(rec, job, call, task, connection)
         if isinstance(prepared, Outcome):
-            return prepared
+            return prepared, task.hooks
         hooks = prepared.hooks
         try:
             if hooks.before is not None:
@@ -310,11 +402,10 @@ class Runner:
             job._run = lambda: self._invoke(task, prepared.run, rec)
             result = self._encode(self._stack(job), rec)
         except BaseException as exc:  # noqa: BLE001 - SystemExit and friends fail the job, not the worker
-            return self._caught(rec, exc, job, hooks, task)
+            return self._caught(rec, exc, job, hooks, task), hooks
         finally:
             _hook(hooks.after, job)
-        _hook(hooks.success, job)
-        return Outcome(rec.id, rec.token, Verdict.SUCCEEDED, result=result)
+        return Outcome(rec.id, rec.token, Verdict.SUCCEEDED, result=result), hooks
 
     def _encode(self, value: Any, rec: JobRecord) -> bytes | None:
         return None if value is None else self.app.codec.dumps(value, f"result of {rec.task}")
@@ -364,6 +455,7 @@ class Runner:
         delay: float | None,
     ) -> Outcome:
         assert rec.token is not None
+        _note_failure(exc)
         if rec.attempts >= rec.max_attempts:
             return self._dead(rec, exc, hooks, job, exhausted=True)
         if delay is not None and (
@@ -392,6 +484,7 @@ class Runner:
         self, rec: JobRecord, exc: BaseException, hooks: Hooks | None, job: Job, exhausted: bool = False
     ) -> Outcome:
         assert rec.token is not None
+        _note_failure(exc)
         error = _describe(exc)
         if exhausted:  # reported by _failed already, or a Retry
             error = f"{error} (attempt {rec.attempts} of {rec.max_attempts})"

@@ -11,14 +11,20 @@ What is measured, and where:
 
 - the *enqueue layer* counts jobs that passed the enqueue stack
   (``laneway_jobs_enqueued_total``; a ``unique`` call that matched a pending job, or one
-  later refused as too large, is counted too: the layer runs before storing);
+  later refused as too large, is counted too: the layer runs before storing); a periodic
+  tick's job is counted by the listener of the worker that stored it (``on_tick``);
 - the *execution layer* counts handler starts and times each run
   (``laneway_jobs_started_total``, ``laneway_job_run_seconds``);
 - the ``PrometheusListener`` sees every claim and every outcome: pickup latency (claim
   time minus the time the job became due, both on the backend's clock), succeeded,
-  retried, dead and released jobs, and leases lost (outcomes the backend refused);
+  retried, dead and released jobs, and leases lost (outcomes the backend refused); only
+  outcomes that workers report: a job whose worker died on its last attempt goes dead in
+  a ``sweep()`` and is seen by the ``laneway_queue_jobs{status="dead"}`` gauge only;
 - the ``BackendCollector`` reads ``stats()`` and ``lanes()`` on each scrape: jobs per
-  queue and status, depth, lanes, blocked lanes and the age of the oldest lane head.
+  queue and status, depth, lanes, blocked lanes and the age of the oldest lane head. One
+  per registry: apps of the same backend URL and namespace share it, and ``instrument``
+  refuses to add the gauges of a second backend to a registry (they have no label to
+  tell the backends apart).
 
 Labels are ``queue`` and ``task`` only: lanes are unbounded (a user id, a device id), so
 they never become a label.
@@ -42,8 +48,10 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError("laneway metrics need prometheus-client: pip install 'laneway[metrics]'") from exc
 
+from ._errors import ConfigError
 from ._middleware import ContextLayer
-from ._records import JobRecord, Outcome, Status, Verdict
+from ._records import JobRecord, NewJob, Outcome, Status, Verdict
+from .backends import shown_url
 
 if TYPE_CHECKING:
     from ._app import App
@@ -105,7 +113,12 @@ class Metrics:
         self.retried = Counter(
             "laneway_jobs_retried", "Failed attempts that will be retried.", qt, registry=registry
         )
-        self.dead = Counter("laneway_jobs_dead", "Jobs that went dead.", qt, registry=registry)
+        self.dead = Counter(
+            "laneway_jobs_dead",
+            "Jobs that went dead, as reported by workers (not those a sweep() made dead).",
+            qt,
+            registry=registry,
+        )
         self.released = Counter(
             "laneway_jobs_released",
             "Claimed jobs given back without spending an attempt.",
@@ -149,7 +162,8 @@ def metrics_for(registry: CollectorRegistry | None = None) -> Metrics:
 
 
 class PrometheusListener:
-    """A ``WorkerListener``: pickup latency at claim, outcomes and lost leases at finish."""
+    """A ``WorkerListener``: pickup latency at claim, outcomes and lost leases at finish,
+    and the periodic ticks its worker stored."""
 
     def __init__(self, metrics: Metrics | None = None) -> None:
         self.metrics = metrics or metrics_for()
@@ -165,6 +179,11 @@ class PrometheusListener:
         for rec in records:
             claimed_at = rec.started_at if rec.started_at is not None else now
             self.metrics.pickup.labels(rec.queue).observe(max(0.0, claimed_at - rec.run_at))
+
+    def on_tick(self, job: NewJob) -> None:
+        """Count a periodic tick's job that this worker stored (won ``claim_tick``): the
+        enqueue layer is left out while workers build a tick's job, since most lose."""
+        self.metrics.enqueued.labels(job.queue, job.task).inc()
 
     def on_finish(self, outcome: Outcome, accepted: bool) -> None:
         """Count the outcome by verdict, or as a lost lease when the backend refused it."""
@@ -203,6 +222,10 @@ class RunMetrics(ContextLayer):
 
 class EnqueueMetrics:
     """Enqueue layer: counts the jobs that pass the rest of the enqueue stack."""
+
+    observes_enqueue = True
+    """Left out when a worker builds a periodic tick's job (``PrometheusListener.on_tick``
+    counts the one stored)."""
 
     def __init__(self, metrics: Metrics, default_queue: str) -> None:
         self.metrics = metrics
@@ -297,32 +320,65 @@ class BackendCollector(Collector):
                 f["head_age"].add_metric([s.queue], max(lane.head_age_s for lane in lanes))
 
 
+_backend_of: weakref.WeakKeyDictionary[CollectorRegistry, tuple[str, str]] = weakref.WeakKeyDictionary()
+"""The (url, namespace) whose gauges ``instrument`` registered in each registry."""
+
+
 def instrument(
     app: App, registry: CollectorRegistry | None = None, *, collect_backend: bool = True
 ) -> Metrics:
     """Add Prometheus metrics to ``app``: a listener, an execution and an enqueue layer.
 
     Call it before building workers (a worker takes the app's layers when it starts).
-    Calling it again for the same app and registry changes nothing.
+    Calling it again for the same app and registry changes nothing. Several apps may
+    share a registry; the counters have no app label, so their counts add up.
 
     Args:
         app: the app to measure.
         registry: where the metrics live; default prometheus-client's global registry.
         collect_backend: also register a ``BackendCollector`` for the app's backend
-            (queue gauges read on each scrape).
+            (queue gauges read on each scrape). One per registry: another app of the
+            same backend URL and namespace shares it.
 
     Returns:
         The ``Metrics`` updated by this app.
+
+    Raises:
+        ConfigError: ``collect_backend`` and the registry already has the gauges of
+            another backend or namespace (or a ``BackendCollector`` added by hand); the
+            app is left unchanged. Pass ``collect_backend=False`` or another registry.
     """
     metrics = metrics_for(registry)
     if any(isinstance(x, PrometheusListener) and x.metrics is metrics for x in app.listeners):
         return metrics
+    if collect_backend:  # first: a refusal leaves the app as it was
+        _register_backend(app, REGISTRY if registry is None else registry)
     app.listeners.append(PrometheusListener(metrics))
     app.middleware.insert(0, RunMetrics(metrics))
     app.enqueue_middleware.append(EnqueueMetrics(metrics, app.default_queue))
-    if collect_backend:
-        (REGISTRY if registry is None else registry).register(BackendCollector(lambda: app.backend))
     return metrics
+
+
+def _register_backend(app: App, registry: CollectorRegistry) -> None:
+    """Register the gauges of ``app``'s backend in ``registry``, unless the gauges of the
+    same backend URL and namespace are there already."""
+    key = (app.url, app.namespace)
+    with _by_registry_lock:
+        there = _backend_of.get(registry)
+        if there == key:
+            return
+        if there is not None:
+            raise ConfigError(
+                f"this registry has the queue gauges of {shown_url(there[0])} (namespace {there[1]!r})"
+                f" already; the gauges of {shown_url(app.url)} (namespace {app.namespace!r}) would"
+                " collide with them: "
+                "pass collect_backend=False, or another registry"
+            )
+        try:
+            registry.register(BackendCollector(lambda: app.backend))
+        except ValueError as exc:  # a BackendCollector registered by hand
+            raise ConfigError(f"this registry has laneway's queue gauges already ({exc})") from None
+        _backend_of[registry] = key
 
 
 @dataclass

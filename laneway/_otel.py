@@ -9,9 +9,15 @@ instrument_tracing(app)       # in producers and workers, before workers are bui
 At enqueue, a *producer* span ``send <task>`` is started as a child of whatever span is
 current, and its context is written into the job's headers with the global propagator
 (W3C ``traceparent``/``tracestate`` by default). The headers travel with the job through
-the backend; in the worker, the execution layer extracts them and runs the handler inside
+the backend; in the worker, the execution layer extracts them and runs each attempt inside
 a *consumer* span ``process <task>`` whose parent is the producer span, so one trace shows
-the request that enqueued a job and every attempt that ran it.
+the request that enqueued a job and every attempt that ran it. The consumer span covers the
+whole attempt (the runner lifts the layer out of the stack: ``wraps_attempt``): hooks,
+middleware, handler and the result's encoding, and it is marked as an error when any of
+them fails, or the task is unknown, or the payload cannot be decoded.
+
+A periodic tick's job gets no producer span: every worker builds the tick's job and only
+the one that wins ``claim_tick`` stores it, so its consumer spans start a trace of their own.
 
 Only ``opentelemetry-api`` is needed here; the application configures the SDK (tracer
 provider, exporters) as usual. Without an SDK the spans are no-ops and cost almost nothing.
@@ -29,7 +35,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError("laneway tracing needs opentelemetry-api: pip install 'laneway[otel]'") from exc
 
-from ._errors import Retry
+from ._errors import DecodeError, Retry
 from ._middleware import ContextLayer
 
 if TYPE_CHECKING:
@@ -45,6 +51,9 @@ SYSTEM = "laneway"
 
 class TraceEnqueue:
     """Enqueue layer: a producer span per job, its context injected into the job's headers."""
+
+    observes_enqueue = True
+    """Left out when a worker builds a periodic tick's job, which another worker may store."""
 
     def __init__(self, tracer: Tracer, default_queue: str) -> None:
         self.tracer = tracer
@@ -68,7 +77,10 @@ class TraceEnqueue:
 
 
 class TraceExecution(ContextLayer):
-    """Execution layer: the handler runs in a consumer span, child of the producer span."""
+    """Execution layer: each attempt runs in a consumer span, child of the producer span."""
+
+    wraps_attempt = True
+    """The runner enters ``around`` for the whole attempt, not only the handler's call."""
 
     def __init__(self, tracer: Tracer) -> None:
         self.tracer = tracer
@@ -76,7 +88,11 @@ class TraceExecution(ContextLayer):
     @contextmanager
     def around(self, job: Job) -> Iterator[None]:
         rec = job.record
-        parent = propagate.extract(job.headers)
+        try:
+            headers = job.headers
+        except DecodeError:  # the attempt fails for it; its span starts a trace of its own
+            headers = {}
+        parent = propagate.extract(headers)
         attributes: dict[str, str | int] = {
             "messaging.system": SYSTEM,
             "messaging.operation.type": "process",
@@ -119,9 +135,9 @@ class TraceExecution(ContextLayer):
 def instrument_tracing(app: App, tracer_provider: TracerProvider | None = None) -> None:
     """Propagate trace context from producers to workers for ``app``.
 
-    Adds ``TraceEnqueue`` as the outermost enqueue layer and ``TraceExecution`` as the
-    outermost execution layer. Call it before building workers; calling it again
-    changes nothing.
+    Adds ``TraceEnqueue`` as the outermost enqueue layer and ``TraceExecution``, which
+    wraps each whole attempt (hooks and result encoding included), as the outermost
+    execution layer. Call it before building workers; calling it again changes nothing.
 
     Args:
         app: the app to trace (in the producer process, the worker process, or both).

@@ -555,11 +555,15 @@ class Worker:
                 if tick is None or tick <= self._last_ticks.get(name, float("-inf")):
                     continue
                 task = self.app.tasks[name]
-                job = self.app._prepare(task, [((), {})], Options(lane=schedule.lane))[0]
+                # Every worker builds the tick's job; claim_tick stores at most one of them, so
+                # the enqueue counter and producer span (observes_enqueue) are left out here and
+                # only the winner tells the listeners (on_tick), which count it.
+                job = self.app._prepare(task, [((), {})], Options(lane=schedule.lane), observed=False)[0]
                 claimed = self.app.backend.claim_tick(name, tick, job)
                 self._last_ticks[name] = tick
                 if claimed:
                     log.info("periodic %s: enqueued tick %s", name, tick)
+                    notify(self.listeners, "on_tick", job)
                     self.app._after_enqueue(
                         task, [EnqueueResult(job.id, created=True)], [job]
                     )  # its enqueue hook

@@ -55,6 +55,14 @@ from ._common import COUNT, LOG_LEVEL, PORT, POSITIVE_SECONDS, SECONDS, load_app
     "--metrics-port", type=PORT, default=None, help="Serve Prometheus metrics from this port (-p N: N ports)."
 )
 @click.option("--metrics-addr", default="127.0.0.1", show_default=True, help="Address of the metrics server.")
+@click.option(
+    "--metrics-backend/--no-metrics-backend",
+    default=None,
+    help=(
+        "Also export the queue gauges (laneway_queue_*), read from the backend on each scrape."
+        " [default: with -p N, only the process on --metrics-port itself]"
+    ),
+)
 @click.option("--child", is_flag=True, hidden=True)
 @click.option("--worker-id", default=None, hidden=True)
 def worker_command(
@@ -69,6 +77,7 @@ def worker_command(
     log_level: str,
     metrics_port: int | None,
     metrics_addr: str,
+    metrics_backend: bool | None,
     child: bool,
     worker_id: str | None,
 ) -> None:
@@ -94,7 +103,7 @@ def worker_command(
         )
     if child or (burst and processes == 1):
         try:
-            w = _start_worker(app, queues, concurrency, batch, lease_s, grace_s, worker_id, metrics_port, metrics_addr, processes)  # fmt: skip
+            w = _start_worker(app, queues, concurrency, batch, lease_s, grace_s, worker_id, metrics_port, metrics_addr, metrics_backend, processes)  # fmt: skip
         except click.UsageError as exc:
             if not child:
                 raise
@@ -120,6 +129,8 @@ def worker_command(
         args += ["--lease", str(lease_s)]
     if metrics_port is not None:
         args += ["--metrics-port", str(metrics_port), "--metrics-addr", metrics_addr, "-p", str(processes)]
+        if metrics_backend is not None:
+            args.append("--metrics-backend" if metrics_backend else "--no-metrics-backend")
     if burst:
         args.append("--burst")
     raise SystemExit(Supervisor(app, args, processes, grace_s, burst=burst).run())
@@ -135,18 +146,29 @@ def _start_worker(
     worker_id: str | None,
     metrics_port: int | None,
     metrics_addr: str,
+    metrics_backend: bool | None,
     processes: int,
 ) -> Worker:
     """This process's worker, and its metrics server if asked for; ``click.UsageError``
-    when either cannot be made with these options."""
+    when either cannot be made with these options.
+
+    The queue gauges are the same whichever process reads them, so by default (``-p N``)
+    only the process serving the first port does: sums stay right and a scrape of all N
+    ports reads the backend once.
+    """
     if metrics_port is not None:
         from .._metrics import instrument, start_metrics_server
 
-        instrument(app)
         try:
-            start_metrics_server(metrics_port, metrics_addr, tries=processes)
+            server = start_metrics_server(metrics_port, metrics_addr, tries=processes)
         except OSError as exc:
             raise click.BadParameter(str(exc), param_hint="'--metrics-port'") from None
+        if metrics_backend is None:
+            metrics_backend = processes == 1 or server.port == metrics_port
+        try:
+            instrument(app, collect_backend=metrics_backend)
+        except ConfigError as exc:  # the app module registered other gauges already
+            raise click.UsageError(str(exc)) from None
     try:
         return Worker(
             app,

@@ -16,7 +16,7 @@ import laneway
 from laneway._metrics import BackendCollector, instrument, start_metrics_server
 from laneway._records import JobRecord, Outcome, Status, Verdict
 from laneway.backends.memory import MemoryBackend
-from laneway.testing import Clock, memory_app
+from laneway.testing import Clock, enqueued, memory_app
 from tests.support.private_servers import free_ports
 
 
@@ -113,6 +113,43 @@ def test_instrumenting_twice_adds_nothing_more(registry):
     assert len(app.listeners) == 1
     assert len(app.middleware) == 1
     assert len(app.enqueue_middleware) == 1
+
+
+def test_a_periodic_tick_is_counted_once_however_many_workers_build_it(registry):
+    app = memory_app(clock=Clock(1_000_000.0))
+    instrument(app, registry, collect_backend=False)
+
+    @app.periodic(every=60, name="tick")
+    def tick() -> None: ...
+
+    for w in [app.worker(idle_wait_s=0.01) for _ in range(3)]:
+        w._tick_schedules()  # all three see the tick; claim_tick lets one store it
+
+    assert len(enqueued(app, "tick")) == 1
+    assert value(registry, "laneway_jobs_enqueued_total", queue="default", task="tick") == 1
+
+
+def test_apps_of_one_backend_share_the_queue_gauges(registry):
+    first = laneway.App("memory://", namespace="shop")
+    second = laneway.App("memory://", namespace="shop", name="billing")
+    instrument(first, registry)
+    instrument(second, registry)
+
+    first.send_task("t")
+    assert value(registry, "laneway_queue_jobs", queue="default", status="queued") == 1
+    assert len(second.listeners) == 1
+
+
+def test_a_second_backend_in_one_registry_is_refused_and_its_app_left_unchanged(registry):
+    instrument(memory_app(namespace="billing"), registry)
+    other = memory_app(namespace="shipping")
+
+    with pytest.raises(laneway.ConfigError, match="collect_backend=False"):
+        instrument(other, registry)
+
+    assert other.listeners == [] and other.middleware == [] and other.enqueue_middleware == []
+    instrument(other, registry, collect_backend=False)  # its counters, without the gauges
+    assert len(other.listeners) == 1
 
 
 def test_backend_collector_reports_depth_blocked_lanes_and_oldest_head_age(registry):
@@ -252,6 +289,7 @@ def test_worker_command_serves_the_metrics_of_each_process_on_its_own_port(tmp_p
         assert len(texts) == 2, "both worker processes serve metrics"
         assert total == 20
         assert "laneway_queue_depth" in texts[0]
+        assert "laneway_queue_depth" not in texts[1]  # the gauges once, from the first port
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)

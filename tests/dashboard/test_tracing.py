@@ -155,3 +155,103 @@ def test_an_async_run_abandoned_at_shutdown_is_a_release_not_an_error(spans):
     (process,) = by_name(exporter, "process long")
     assert process.status.status_code is not StatusCode.ERROR
     assert [e.name for e in process.events] == ["laneway.released"]
+
+
+def test_attempts_failing_outside_the_handler_get_an_error_span(spans):
+    import datetime
+
+    provider, exporter = spans
+    app = memory_app(backoff_s=0.0, backoff_max_s=0.0)
+    instrument_tracing(app, provider)
+
+    def before(job) -> None:
+        raise RuntimeError("before hook failed")
+
+    @app.task(name="hooked", before=before, max_attempts=1)
+    def hooked() -> int:
+        return 1
+
+    @app.task(name="bad_result", max_attempts=3)
+    def bad_result() -> object:
+        return datetime.datetime.now()  # not JSON: the job goes dead
+
+    @app.task(name="ctor", max_attempts=1)
+    class Ctor:
+        def __init__(self) -> None:
+            raise KeyError("constructor failed")
+
+        def process(self) -> None: ...
+
+    hooked.enqueue()
+    bad_result.enqueue()
+    Ctor.enqueue()
+    app.send_task("nobody.knows", max_attempts=1)
+    app.run_until_idle()
+
+    for name, error in [
+        ("hooked", "RuntimeError"),
+        ("bad_result", "EncodeError"),
+        ("ctor", "KeyError"),
+        ("nobody.knows", "UnknownTask"),
+    ]:
+        (send,) = by_name(exporter, f"send {name}")
+        (process,) = by_name(exporter, f"process {name}")
+        assert process.parent.span_id == send.context.span_id
+        assert process.status.status_code is StatusCode.ERROR, name
+        assert process.status.description.startswith(error), (name, process.status.description)
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+def test_spans_opened_in_hooks_are_children_of_the_job_span(spans, is_async):
+    provider, exporter = spans
+    app = memory_app()
+    instrument_tracing(app, provider)
+    tracer = provider.get_tracer("test")
+
+    def hook(name):
+        def opens_a_span(job) -> None:
+            with tracer.start_as_current_span(f"in {name}"):
+                pass
+
+        return opens_a_span
+
+    hooks = {name: hook(name) for name in ("before", "after", "success")}
+    if is_async:
+
+        @app.task(name="t", **hooks)
+        async def t() -> None: ...
+
+    else:
+
+        @app.task(name="t", **hooks)
+        def t() -> None: ...
+
+    t.enqueue()
+    app.worker(idle_wait_s=0.01).run(burst=True)
+
+    (process,) = by_name(exporter, "process t")
+    for name in hooks:
+        (inner,) = by_name(exporter, f"in {name}")
+        assert inner.parent is not None and inner.parent.span_id == process.context.span_id, name
+
+
+def test_a_periodic_tick_gets_no_producer_span_from_the_workers_that_build_it(spans):
+    from laneway.testing import Clock
+
+    provider, exporter = spans
+    app = memory_app(clock=Clock(1_000_000.0))
+    instrument_tracing(app, provider)
+    enqueued = []
+
+    @app.periodic(every=60, name="tick", enqueue=lambda job: enqueued.append(job.id))
+    def tick() -> None: ...
+
+    workers = [app.worker(idle_wait_s=0.01) for _ in range(3)]
+    for w in workers:
+        w._tick_schedules()  # all three see the tick; claim_tick lets one store it
+
+    assert len(enqueued) == 1
+    assert not [s for s in exporter.get_finished_spans() if s.name == "send tick"]
+    app.run_until_idle()
+    (process,) = by_name(exporter, "process tick")
+    assert process.parent is None
