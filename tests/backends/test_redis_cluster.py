@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 import redis
@@ -15,6 +16,7 @@ from laneway._errors import ConfigError
 from laneway._records import NewJob, OnDead, Outcome, Verdict
 from laneway.backends.redis import RedisClusterBackend
 from laneway.backends.redis._keys import Layout
+from laneway.backends.redis._link import Command
 from tests.conftest import fresh_namespace
 from tests.support.redis_cluster import cluster_url
 
@@ -147,3 +149,137 @@ def test_a_namespace_limited_acl_user_works_on_the_cluster() -> None:
         for node in nodes:
             node.execute_command("ACL", "DELUSER", user)
             node.close()
+
+
+def _lane_in_shard(b: RedisClusterBackend, shard: int, prefix: str = "lane") -> str:
+    return next(
+        n
+        for n in (f"{prefix}-{i}" for i in range(10_000))
+        if b.layout.lane_shard("default", n).index == shard
+    )
+
+
+def _nodes() -> list[redis.Redis]:
+    return [redis.Redis(host=h.rsplit(":", 1)[0], port=int(h.rsplit(":", 1)[1]))
+            for h in cluster_url().split("//", 1)[1].split(",")]  # fmt: skip
+
+
+def test_a_lease_number_is_never_issued_twice_when_the_cluster_counter_rolls_back(
+    cluster: RedisClusterBackend,
+) -> None:
+    cluster.enqueue([_job(1, "a")])
+    (first,) = cluster.claim(["default"], worker="w1", limit=1, lease_s=0.2)
+    token = first.token or 0
+    # a failover of shard 0's primary lost the last increments (replication is asynchronous)
+    cluster.link.execute("HSET", cluster.layout.shards[0].c, "g", token - 1)
+    time.sleep(0.3)  # w1 stalls past its lease
+    assert cluster.sweep() == 1
+    (again,) = cluster.claim(["default"], worker="w2", limit=1, lease_s=30)
+    assert again.id == first.id and (again.token or 0) > token > 10**15
+    assert cluster.finish([Outcome(first.id, token, Verdict.SUCCEEDED)]) == [False], "w1's stale ack"
+    stored = cluster.get_job(again.id)
+    assert stored is not None and stored.token == again.token, "the token is stored with every digit"
+    assert cluster.extend([again.token or 0], 30) == [True]
+    assert cluster.finish([Outcome(again.id, again.token or 0, Verdict.SUCCEEDED)]) == [True]
+
+
+def test_a_shard_whose_slot_is_migrating_does_not_stop_claims_and_sweeps_of_the_others(
+    cluster: RedisClusterBackend,
+) -> None:
+    moving, other = _lane_in_shard(cluster, 3), _lane_in_shard(cluster, 4)
+    cluster.enqueue([_job(1, moving)])
+    cluster.enqueue([_job(2, other)])
+    slot = key_slot(cluster.layout.shards[3].c.encode())
+    nodes = _nodes()
+    ids = [n.execute_command("CLUSTER", "MYID").decode() for n in nodes]
+    src = next(i for i, n in enumerate(nodes) if n.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) > 0)
+    dst = (src + 1) % len(nodes)
+    try:  # resharding has begun; no key of the slot has moved yet
+        nodes[dst].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[src])
+        nodes[src].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[dst])
+        assert [r.lane for r in cluster.claim(["default"], worker="w", limit=2, lease_s=30)] == [other]
+        assert cluster.sweep() == 0
+    finally:
+        for i in (src, dst):
+            nodes[i].execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+        for n in nodes:
+            n.close()
+    assert [r.lane for r in cluster.claim(["default"], worker="w", limit=2, lease_s=30)] == [moving]
+
+
+def test_a_claim_that_loses_a_peeked_lane_takes_a_lane_of_another_shard_at_once(
+    cluster: RedisClusterBackend,
+) -> None:
+    first, second = _lane_in_shard(cluster, 1), _lane_in_shard(cluster, 2)
+    cluster.enqueue([_job(1, first)])
+    cluster.enqueue([_job(2, second)])
+    loser = RedisClusterBackend(cluster_url(), namespace=cluster.layout.namespace)
+    real, calls = loser.link.pipeline, []
+
+    def pipeline(cmds: Sequence[Command]) -> list[Any]:
+        calls.append(cmds)
+        if len(calls) == 2:  # between the loser's peek and its claim, a faster worker takes the oldest lane
+            assert [r.lane for r in cluster.claim(["default"], worker="fast", limit=1, lease_s=30)] == [first]
+        return real(cmds)
+
+    loser.link.pipeline = pipeline  # type: ignore[method-assign]
+    try:
+        got = loser.wait_and_claim(["default"], 5.0, worker="loser", limit=1, lease_s=30)
+    finally:
+        loser.close()
+    assert [r.lane for r in got] == [second]
+
+
+def test_an_idle_worker_subscribes_again_after_its_pubsub_node_went_away(
+    cluster: RedisClusterBackend,
+) -> None:
+    cluster.wait(["default"], 0.01)  # subscribes
+    conn = cluster.link._local.subs[0].connection  # type: ignore[attr-defined]
+    port, conn.port = conn.port, 1  # as if its node died: nothing listens there
+    conn.disconnect()
+    try:
+        cluster.wait(["default"], 0.5)  # the wait ends, without raising
+    finally:
+        conn.port = port  # the connection goes back to its node's pool
+
+    def later() -> None:
+        time.sleep(0.2)
+        cluster.enqueue([_job(7, "somewhere")])
+
+    t = threading.Thread(target=later)
+    t.start()
+    began = time.monotonic()
+    cluster.wait(["default"], 5.0)
+    t.join()
+    assert time.monotonic() - began < 2.0, "woken through a new subscription"
+
+
+def test_a_claim_that_keeps_losing_races_wakes_the_idle_workers_again(cluster: RedisClusterBackend) -> None:
+    lanes = [_lane_in_shard(cluster, k) for k in (1, 2, 3, 4)]
+    for i, lane in enumerate(lanes):
+        cluster.enqueue([_job(i, lane)])
+    loser = RedisClusterBackend(cluster_url(), namespace=cluster.layout.namespace)
+    real, calls = loser.link.pipeline, []
+
+    def pipeline(cmds: Sequence[Command]) -> list[Any]:
+        calls.append(cmds)
+        if len(calls) in (2, 4, 6):  # before each of its claims a faster worker takes the lane it planned
+            assert len(cluster.claim(["default"], worker="fast", limit=1, lease_s=30)) == 1
+        return real(cmds)
+
+    try:
+        loser.wait(["default"], 0.01)  # subscribes
+        while True:  # take in the enqueues' wake-ups: a wait that times out found none left
+            began = time.monotonic()
+            loser.wait(["default"], 0.2)
+            if time.monotonic() - began >= 0.2:
+                break
+        loser.link.pipeline = pipeline  # type: ignore[method-assign]
+        assert loser.claim(["default"], worker="loser", limit=1, lease_s=30) == []
+        loser.link.pipeline = real  # type: ignore[method-assign]
+        began = time.monotonic()
+        loser.wait(["default"], 3.0)
+        assert time.monotonic() - began < 1.0, "woken by the loser's own wake-up"
+        assert [r.lane for r in loser.claim(["default"], worker="loser", limit=1, lease_s=30)] == [lanes[3]]
+    finally:
+        loser.close()

@@ -15,8 +15,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from redis.exceptions import ResponseError
-
 from ..._errors import ConfigError
 from ..._records import EnqueueResult, JobRecord, NewJob, Outcome
 from .._base import Backend
@@ -30,15 +28,21 @@ from ._rows import FIELD_NAMES, US, Row, job_args, outcome_args, record
 log = logging.getLogger("laneway.redis")
 
 SCRIPT_NAMES = (
-    "enqueue", "claim", "peek", "finish", "extend", "sweep", "cancel", "retry", "purge", "stats", "lanes",
-    "list",
+    "enqueue", "claim", "peek", "lease", "finish", "extend", "sweep", "cancel", "retry", "purge", "stats",
+    "lanes", "list",
 )  # fmt: skip
 PROMOTE_MAX = 200
 """Most due jobs one script call promotes per queue: a claim leaves the rest to the next
 claims; a send with a lane calls again until none is left (``_behind``)."""
+CLAIM_ROUNDS = 3
+"""Most peek-and-claim rounds of one cluster claim: another worker that takes a peeked lane
+first makes the claim short, and the shards are peeked again for the rest."""
 SWEEP_LEASES_MAX = 100
 PRUNE_MAX = 1000
 _UNLINK_CHUNK = 500
+WARN_EVERY_S = 5.0
+"""Least time between two warnings about shards skipped by claims (or by sweeps)."""
+_warned: dict[str, float] = {}
 
 _scripts: dict[str, Script] = {}
 _scripts_lock = threading.Lock()
@@ -59,9 +63,35 @@ def _behind(reply: Any) -> bool:
 
 
 def _raise_errors(replies: Sequence[Any]) -> None:
+    """Raise the first error reply (a script's error, or redis-py's ``ClusterError`` when a
+    cluster node kept answering TRYAGAIN or could not be reached)."""
     for reply in replies:
-        if isinstance(reply, ResponseError):
+        if isinstance(reply, Exception):
             raise reply
+
+
+def _answered(replies: Sequence[Any], what: str) -> list[bool]:
+    """Which shards' replies can be used. A shard whose reply is an error (its slot is
+    migrating, its node is failing over) is left out with a warning (at most one every
+    ``WARN_EVERY_S`` per kind of call), so that the work of the other shards goes on; when
+    every shard failed, the first error is raised."""
+    ok = [not isinstance(r, Exception) for r in replies]
+    if all(ok):
+        return ok
+    if not any(ok):
+        _raise_errors(replies)
+    now = time.monotonic()
+    if now >= _warned.get(what, 0.0):
+        _warned[what] = now + WARN_EVERY_S
+        err = next(r for r in replies if isinstance(r, Exception))
+        log.warning("%s failed on %d of %d shards, which are skipped: %s: %s",
+                    what, ok.count(False), len(ok), type(err).__name__, err)  # fmt: skip
+    return ok
+
+
+def _lanes(taken: Sequence[tuple[int, JobRecord]]) -> int:
+    """How many lanes the claimed jobs are of (a job without a lane is a lane of its own)."""
+    return len({(r.queue, r.lane) if r.lane is not None else r.id for _, r in taken})
 
 
 class RedisCore(Inspect, Backend):
@@ -104,7 +134,8 @@ class RedisCore(Inspect, Backend):
         args: list[Any] = [*((tick[0], repr(float(tick[1]))) if tick else ("", "")), PROMOTE_MAX]
         for job in jobs:
             job_key = s.job(job.id)
-            keys += [job_key, *s.queue_keys(job.queue), s.lane(job.queue, job.lane) if job.lane else job_key]
+            lane_key = s.lane(job.queue, job.lane) if job.lane else job_key
+            keys += [job_key, *s.declared_queue_keys(job.queue, not self._chan), lane_key]
             args += job_args(job)
         return self._run("enqueue", shard, keys, args)
 
@@ -172,7 +203,7 @@ class RedisCore(Inspect, Backend):
         """The keys (after ``P c``) and arguments (after the channel) of ``claim.lua``."""
         keys = [shard.key("n"), shard.key("held"), shard.key("K")]
         for q in queues:
-            keys += shard.queue_keys(q)
+            keys += shard.declared_queue_keys(q, not self._chan)
         args = [worker, take.limit, batch, take.lanes, round(lease_s * US), PROMOTE_MAX, lease, *queues]
         return keys, args
 
@@ -225,11 +256,14 @@ class RedisCore(Inspect, Backend):
         return []
 
     def _peek_cmds(self, queues: Sequence[str], lanes: int) -> list[Command]:
-        """A cluster-wide lease number, then ``peek.lua`` on every shard."""
-        shards = self.layout.shards
-        cmds: list[Command] = [("HINCRBY", shards[0].c, "g", 1)]
-        for s in shards:
-            keys = [s.key("n"), s.key("held"), *(k for q in queues for k in s.queue_keys(q))]
+        """A cluster-wide lease number (``lease.lua``), then ``peek.lua`` on every shard."""
+        return [self._run("lease", self.layout.shards[0], [], []), *self._peeks(queues, lanes)]
+
+    def _peeks(self, queues: Sequence[str], lanes: int) -> list[Command]:
+        """``peek.lua`` on every shard."""
+        cmds: list[Command] = []
+        for s in self.layout.shards:
+            keys = [s.key("n"), s.key("held"), *(k for q in queues for k in s.declared_queue_keys(q, False))]
             cmds.append(self._run("peek", s, keys, [lanes, PROMOTE_MAX, *queues]))
         return cmds
 
@@ -242,13 +276,64 @@ class RedisCore(Inspect, Backend):
         batch: int,
         lease_s: float,
     ) -> list[JobRecord]:
-        """Claim the best lanes the peeks found, under the lease number they came with."""
-        _raise_errors(replies)
+        """Claim the best lanes the peeks found, under the lease number they came with.
+
+        A shard whose peek or claim failed is left out (see ``_answered``). When a shard
+        took fewer lanes than planned (another worker took a peeked lane first), every
+        shard is peeked again and the rest is claimed under the same lease, up to
+        ``CLAIM_ROUNDS`` rounds in all: the loser of a race takes the ready lanes of the
+        other shards now, not after its next idle wait. A claim still short after the last
+        round publishes a wake-up on ``queues``, so that the idle workers (this one too)
+        claim again at once: many workers that peek together all plan the same best lane.
+        """
+        _raise_errors(replies[:1])
         lease, peeks = int(replies[0]), replies[1:]
-        takes = plan([best for _, _, best in peeks], want.limit, want.lanes, batch)
-        if not takes:
-            self._note_due(queues, min((due - now for now, due, _ in peeks if due >= 0), default=-1))
+        taken: list[tuple[int, JobRecord]] = []
+        for rounds in range(1, CLAIM_ROUNDS + 1):
+            try:
+                if rounds > 1:
+                    peeks = self.link.pipeline(self._peeks(queues, want.lanes - _lanes(taken)))
+                short = self._claim_round(peeks, queues, worker, want, batch, lease_s, lease, taken)
+                if short and rounds == CLAIM_ROUNDS:
+                    self.link.pipeline([("PUBLISH", self._chan + q, "1") for q in queues])
+            except Exception:
+                if not taken:
+                    raise
+                # the jobs taken are leased: hand them out rather than leave them to the sweep
+                log.warning("claiming more after a lost race failed; keeping the jobs taken", exc_info=True)
+                break
+            if not short:
+                break
+        if not taken:
             return []
+        self.placement.remember(lease, taken)
+        groups: dict[int, list[JobRecord]] = {}
+        for k, rec in taken:
+            groups.setdefault(k, []).append(rec)
+        return in_claim_order(list(groups.values()), queues)
+
+    def _claim_round(
+        self,
+        peeks: Sequence[Any],
+        queues: Sequence[str],
+        worker: str,
+        want: Take,
+        batch: int,
+        lease_s: float,
+        lease: int,
+        taken: list[tuple[int, JobRecord]],
+    ) -> bool:
+        """Claim what ``want`` leaves after ``taken`` from the best lanes of ``peeks``, adding
+        the jobs to ``taken``; True when a shard took fewer lanes than planned and more may
+        be wanted (the caller peeks again)."""
+        lanes = _lanes(taken)
+        ok = _answered(peeks, "peek")
+        best = [p[2] if good else [] for p, good in zip(peeks, ok, strict=True)]
+        takes = plan(best, want.limit - len(taken), want.lanes - lanes, batch)
+        if not takes:
+            dues = (due - now for (now, due, _), good in zip(peeks, ok, strict=True) if good and due >= 0)
+            self._note_due(queues, min(dues, default=-1))
+            return False
         shards, order = self.layout.shards, list(takes)
         replies = self.link.pipeline(
             [
@@ -260,12 +345,13 @@ class RedisCore(Inspect, Backend):
                 for k in order
             ]
         )
-        _raise_errors(replies)
-        taken = [(k, record(row)) for k, reply in zip(order, replies, strict=True) for row in reply[4]]
-        if not taken:
-            return []
-        self.placement.remember(lease, taken)
-        return in_claim_order([[rec for k2, rec in taken if k2 == k] for k in order], queues)
+        short = False
+        for k, reply, good in zip(order, replies, _answered(replies, "claim"), strict=True):
+            if good:
+                taken += [(k, record(row)) for row in reply[4]]
+                lanes += reply[3]
+                short = short or reply[3] < takes[k].lanes
+        return short and len(taken) < want.limit and lanes < want.lanes
 
     def finish_and_claim(
         self,
@@ -412,9 +498,9 @@ class RedisCore(Inspect, Backend):
                 for s in pending
             ]  # fmt: skip
             replies = self.link.pipeline(cmds)
-            _raise_errors(replies)
-            recovered += sum(int(r[0]) for r in replies)
-            pending = [s for s, r in zip(pending, replies, strict=True) if r[2] == 1]
+            ok = _answered(replies, "sweep")
+            recovered += sum(int(r[0]) for r, good in zip(replies, ok, strict=True) if good)
+            pending = [s for s, r, good in zip(pending, replies, ok, strict=True) if good and r[2] == 1]
         return recovered
 
     def _wait_timeout(self, queues: Sequence[str], timeout_s: float) -> float:

@@ -11,7 +11,9 @@ The key schema itself is documented at the top of ``lib.lua``. Here:
   that of its periodic schedule, else in that of its id;
 - a fencing token is a lease number: from the shard's counter on one server, from one
   cluster-wide counter on a cluster (a claim there may take lanes of several shards under
-  one lease). Either way a job's tokens only grow.
+  one lease; ``lease.lua`` keeps it above the server clock in microseconds, so a failover
+  that loses its last increments does not hand a number out twice). Either way a job's
+  tokens only grow.
 """
 
 from __future__ import annotations
@@ -67,6 +69,14 @@ class Shard:
         """Ready index, schedule, wake list and lane set of ``queue``."""
         p = self.prefix
         return (f"{p}r:{queue}", f"{p}d:{queue}", f"{p}w:{queue}", f"{p}L:{queue}")
+
+    def declared_queue_keys(self, queue: str, wake_list: bool) -> tuple[str, ...]:
+        """The keys of ``queue`` a script declares: ``queue_keys``, without the wake list
+        when wake-ups are published instead (a cluster). A declared key that does not
+        exist while others do makes Redis refuse the script with TRYAGAIN as long as the
+        shard's slot is migrating, and the wake list never exists there."""
+        keys = self.queue_keys(queue)
+        return keys if wake_list else (keys[0], keys[1], keys[3])
 
 
 class Layout:

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..._errors import ConfigError
@@ -448,18 +448,43 @@ class ClusterLink(Link):
             joined.update(new)
         return pubsub
 
+    def _drop_pubsub(self) -> None:
+        """Forget this thread's subscription, whose node went away, and refresh the
+        topology, so that the next ``wait`` subscribes afresh on a node that answers (a
+        pubsub stays on the node it first chose, even after that node failed over)."""
+        subs: tuple[Any, set[str]] | None = getattr(self._local, "subs", None)
+        self._local.subs = None
+        if subs is not None:
+            with self._lock:
+                if subs[0] in self._subs:
+                    self._subs.remove(subs[0])
+            try:
+                subs[0].close()
+            except (RedisError, OSError):
+                pass
+        try:
+            self.client.nodes_manager.initialize()
+        except (RedisError, OSError):
+            pass  # no node answers now: the next wait tries again
+
     def wait(self, wake_keys: Sequence[str], channels: Sequence[str], timeout_s: float) -> None:
-        pubsub = self._pubsub(channels)
+        """Wait for a message on ``channels``; a lost connection ends the wait (after a
+        pause, as on one server) and the next wait subscribes again (``_drop_pubsub``)."""
         deadline = time.monotonic() + timeout_s
-        while True:
-            left = deadline - time.monotonic()
-            msg = pubsub.get_message(ignore_subscribe_messages=True, timeout=max(0.0, left))
-            if msg is not None:
-                while pubsub.get_message(ignore_subscribe_messages=True, timeout=0.0) is not None:
-                    pass
-                return
-            if left <= 0:
-                return
+        try:
+            pubsub = self._pubsub(channels)
+            while True:
+                left = deadline - time.monotonic()
+                msg = pubsub.get_message(ignore_subscribe_messages=True, timeout=max(0.0, left))
+                if msg is not None:
+                    while pubsub.get_message(ignore_subscribe_messages=True, timeout=0.0) is not None:
+                        pass
+                    return
+                if left <= 0:
+                    return
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            self._drop_pubsub()
+            time.sleep(max(0.0, min(deadline - time.monotonic(), RECONNECT_MAX_PAUSE_S)))
 
     def scan(self, pattern: str) -> Iterator[bytes]:
         keys: Iterator[bytes] = self.client.scan_iter(match=pattern, count=1000)

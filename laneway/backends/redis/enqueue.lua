@@ -1,7 +1,8 @@
 --[[ enqueue: store jobs of one shard atomically, in order (also claim_tick).
 
 KEYS  P c, P n, P u, P a, P t, P held, then for each job: P j:<id>, P r:<q>, P d:<q>,
-      P w:<q>, P L:<q>, P l:<q>|<lane> (the job key again when it has no lane).
+      P w:<q> (not on a cluster), P L:<q>, P l:<q>|<lane> (the job key again when it has
+      no lane).
 ARGV  [1] wake channel prefix ('' = wake lists), [2] periodic schedule name ('' = none),
       [3] its tick, [4] most due jobs promoted per queue (PROMOTE_MAX, as a claim), then 13
       per job: id, task, queue, lane (''), priority, payload, max_attempts, timeout_s (''),

@@ -6,7 +6,8 @@ hash tag {<tag k>}, so one script only ever touches one hash slot. P below is th
 prefix "<ns>:{<tag k>}:". KEYS[1] of every script is P.."c"; the scripts take P from it.
 
   P c            hash    s -> last lane seq, t -> last lease number, i -> last insertion
-                         number (shard 0 of a cluster: g -> last cluster-wide lease number)
+                         number (shard 0 of a cluster: g -> last cluster-wide lease number,
+                         kept at least the clock in us by lease.lua)
   P n            hash    "<queue>|<status>" -> job count (stats); zero counts are deleted
   P held         hash    "<queue>|<lane>" -> number of the lease holding the named lane
   P K            zset    lease number -> expiry (us)
@@ -26,7 +27,8 @@ prefix "<ns>:{<tag k>}:". KEYS[1] of every script is P.."c"; the scripts take P 
                          exactly while it is not held and its head is queued.
   P d:<q>        zset    due times (us) of scheduled jobs and retrying jobs of queue q
   P w:<q>        list    wake-up tokens of queue q (at most one), BLPOPed by idle workers
-                         (with a cluster, PUBLISH on "<ns>:wake:<q>" is used instead)
+                         (with a cluster, PUBLISH on "<ns>:wake:<q>" is used instead, and
+                         scripts do not declare P w:<q>: see Shard.declared_queue_keys)
 
 JOB FIELDS: k task, q queue, l lane, p priority, P payload, s status (S scheduled,
 Q queued, R running, D succeeded, Y retrying, X dead, C cancelled), a attempts,
@@ -38,8 +40,10 @@ a job stops running (readers ignore it unless the status is R).
 Times are the server's clock (TIME) in integer microseconds. A seq is the time a job
 joined its lane in units of 100 us since 2024 (bumped to stay strictly increasing in its
 shard), so ready scores of different shards compare by age. The fencing token is the lease
-number: per shard on one server, cluster-wide (one counter) on a cluster, where one lease
-may span several shards.
+number: per shard on one server, cluster-wide (one counter, lease.lua) on a cluster, where
+one lease may span several shards. Cluster lease numbers are past 1e14, where tostring
+and .. switch to exponent notation: they reach the scripts as strings (ARGV) and are
+only ever stored and compared as those strings.
 ]]
 
 local P = string.sub(KEYS[1], 1, -2)

@@ -1,7 +1,8 @@
 --[[ peek (cluster claims): promote due jobs of one shard and show its best ready lanes, so
 the client can take lanes from the shards in priority and age order.
 
-KEYS  P c, P n, P held, then for each queue: P r:<q>, P d:<q>, P w:<q>, P L:<q>.
+KEYS  P c, P n, P held, then for each queue: P r:<q>, P d:<q>, P L:<q> (a cluster has no
+      wake lists).
 ARGV  [1] wake channel prefix, [2] entries per queue, [3] most due jobs promoted per
       queue, [4..] queues.
 Returns {now_us, earliest due_us (-1 if none), {{member, score, ...} per queue}}.
