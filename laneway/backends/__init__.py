@@ -40,9 +40,9 @@ def open_backend(url: str, namespace: str, *, create: bool = True) -> Backend:
     namespace shares one store, as apps sharing a server would.
 
     With ``create=False`` (for commands that read or tend a store, not for workers and
-    producers) the store must exist already: a missing SQLite file, or a PostgreSQL
-    namespace that was never migrated or is behind this laneway, raises ``ConfigError``
-    and nothing is created.
+    producers) the store must exist already: a missing SQLite file or namespace, a
+    PostgreSQL namespace that was never migrated or is behind this laneway, or a Redis
+    namespace no app ever opened, raises ``ConfigError`` and nothing is created.
     """
     scheme = urlsplit(url).scheme
     if scheme == "memory":
@@ -64,11 +64,11 @@ def open_backend(url: str, namespace: str, *, create: bool = True) -> Backend:
     if scheme in ("redis", "rediss", "unix"):
         from .redis import RedisBackend
 
-        return RedisBackend(url, namespace=namespace)
+        return RedisBackend(url, namespace=namespace, create=create)
     if scheme == "redis+cluster":
         from .redis import RedisClusterBackend
 
-        return RedisClusterBackend(url, namespace=namespace)
+        return RedisClusterBackend(url, namespace=namespace, create=create)
     if scheme in ("postgresql", "postgres"):
         from .postgres import PostgresBackend
 

@@ -267,3 +267,16 @@ def test_a_namespace_that_is_not_a_plain_name_is_refused_so_its_scan_cannot_matc
 ) -> None:
     with pytest.raises(laneway.ConfigError, match="namespace"):
         RedisBackend("redis://127.0.0.1:6379/0", namespace=namespace)
+
+
+def test_opening_without_create_refuses_a_namespace_nobody_used_and_writes_nothing(
+    backend: RedisBackend,
+) -> None:
+    from laneway.backends import open_backend
+    from tests.conftest import REDIS_URL, fresh_namespace
+
+    missing = fresh_namespace()
+    with pytest.raises(laneway.ConfigError, match=f"no laneway namespace '{missing}'"):
+        open_backend(REDIS_URL, missing, create=False)
+    assert not redis.Redis.from_url(REDIS_URL).exists(f"{missing}:config")  # was created
+    open_backend(REDIS_URL, backend.layout.namespace, create=False).close()

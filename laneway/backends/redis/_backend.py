@@ -97,7 +97,9 @@ def _lanes(taken: Sequence[tuple[int, JobRecord]]) -> int:
 class RedisCore(Inspect, Backend):
     """The backend over any ``Link``; ``RedisBackend`` and ``RedisClusterBackend`` pick one."""
 
-    def __init__(self, link: Link, *, namespace: str, shards: int, wake_channel: bool) -> None:
+    def __init__(
+        self, link: Link, *, namespace: str, shards: int, wake_channel: bool, create: bool = True
+    ) -> None:
         self.link = link
         try:
             self.layout = Layout(namespace, shards)
@@ -111,15 +113,27 @@ class RedisCore(Inspect, Backend):
         self.placement = Placement()
         self._due: dict[tuple[str, ...], float] = {}
         try:
-            self._check_config()
+            self._check_config(create)
         except BaseException:
             link.close()
             raise
 
-    def _check_config(self) -> None:
+    def _check_config(self, create: bool) -> None:
+        """Record the namespace's shard count on first use and check it on every later one;
+        without ``create``, only check, and refuse a namespace nobody ever used."""
         key = self.layout.config_key
-        _, stored = self.link.pipeline([("HSETNX", key, "shards", self.layout.n), ("HGET", key, "shards")])
+        if create:
+            _, stored = self.link.pipeline(
+                [("HSETNX", key, "shards", self.layout.n), ("HGET", key, "shards")]
+            )
+        else:
+            (stored,) = self.link.pipeline([("HGET", key, "shards")])
         _raise_errors([stored])
+        if stored is None and not create:
+            raise ConfigError(
+                f"no laneway namespace {self.layout.namespace!r} on this Redis (check --namespace;"
+                " it is made when an app first uses it)"
+            )
         if stored is not None and int(stored) != self.layout.n:
             raise ConfigError(
                 f"namespace {self.layout.namespace!r} was created with {int(stored)} shards; "
@@ -589,10 +603,10 @@ class RedisBackend(RedisCore):
 
     A query option redis-py's connections do not take raises ``ConfigError`` here."""
 
-    def __init__(self, url: str, *, namespace: str) -> None:
+    def __init__(self, url: str, *, namespace: str, create: bool = True) -> None:
         self.single = SingleLink(url)
         self._async = AsyncLink(url, self.single)
-        super().__init__(self.single, namespace=namespace, shards=1, wake_channel=False)
+        super().__init__(self.single, namespace=namespace, shards=1, wake_channel=False, create=create)
 
     async def enqueue_async(self, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
         """``enqueue`` on a native asyncio connection of the running loop (no thread hop)."""
@@ -639,5 +653,7 @@ class RedisClusterBackend(RedisCore):
     and delays work per shard; idle workers are woken through Pub/Sub.
     """
 
-    def __init__(self, url: str, *, namespace: str, shards: int = 16) -> None:
-        super().__init__(ClusterLink(url), namespace=namespace, shards=shards, wake_channel=True)
+    def __init__(self, url: str, *, namespace: str, shards: int = 16, create: bool = True) -> None:
+        super().__init__(
+            ClusterLink(url), namespace=namespace, shards=shards, wake_channel=True, create=create
+        )
