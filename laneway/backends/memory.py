@@ -354,16 +354,22 @@ class MemoryBackend(Backend):
                 if lease.expires_at > now and lease.worker != worker:
                     continue
                 for ids in list(lease.lanes.values()):
-                    for job_id in list(ids):
-                        recovered += self._recover(self._jobs[job_id], token, now)
+                    # only the lane's first job can have been running: the rest of a batch
+                    # behind it never started, and gets the attempt its claim counted back
+                    lane = sorted((self._jobs[job_id] for job_id in ids), key=lambda j: j.rec.seq or 0)
+                    for i, job in enumerate(lane):
+                        recovered += self._recover(job, token, now, attempted=i == 0)
             for job_id, job in list(self._jobs.items()):
                 if job.expires_at is not None and job.expires_at <= now:
                     del self._jobs[job_id]
             return recovered
 
-    def _recover(self, job: _Job, token: int, now: float) -> int:
+    def _recover(self, job: _Job, token: int, now: float, *, attempted: bool = True) -> int:
         rec = job.rec
-        if rec.attempts >= rec.max_attempts:
+        if not attempted:
+            self._set(job, status=Status.QUEUED, token=None, attempts=rec.attempts - 1)
+            self._join_lane(job, new_seq=False)
+        elif rec.attempts >= rec.max_attempts:
             error = f"lease expired: worker lost while running attempt {rec.attempts} of {rec.max_attempts}"
             self._go_dead(job, error, None, now)
         else:

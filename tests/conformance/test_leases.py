@@ -116,6 +116,31 @@ def test_rule7_job_that_kills_its_worker_every_time_goes_dead_after_max_attempts
     assert backend.claim(["default"], worker="w", limit=1, lease_s=30) == []
 
 
+def test_rule7_jobs_claimed_behind_a_job_that_kills_its_worker_keep_their_attempts(
+    backend: Backend, app: laneway.App
+) -> None:
+    @app.task(name="crasher", max_attempts=2)
+    def crasher(i: int) -> None: ...
+
+    jobs = [crasher.options(lane="x").enqueue(i) for i in range(3)]
+    solo = crasher.enqueue(9)
+    for _ in range(2):  # the lane's head kills its worker twice; the others never start
+        recs = backend.claim(["default"], worker="doomed", limit=10, batch=3, lease_s=300)
+        assert [r.id for r in recs if r.lane == "x"] == [j.id for j in jobs] and solo.id in {
+            r.id for r in recs
+        }
+        backend.sweep(worker="doomed")
+    head, *behind = (backend.get_job(j.id) for j in jobs)
+    assert head is not None and head.status is Status.DEAD and head.attempts == 2
+    for rec in behind:  # they went dead with it: each claim had counted an attempt
+        assert rec is not None and rec.status is Status.QUEUED and rec.attempts == 0, rec
+    lone = backend.get_job(solo.id)  # a job without a lane is its own head: it was attempted
+    assert lone is not None and lone.status is Status.DEAD and lone.attempts == 2
+    got = backend.claim(["default"], worker="w", limit=10, batch=3, lease_s=30)
+    assert [r.id for r in got] == [j.id for j in jobs[1:]]  # in order, attempts 1 each
+    assert [r.attempts for r in got] == [1, 1]
+
+
 def test_rule7_every_enqueued_job_runs_when_workers_stop_and_start(
     app: laneway.App, workers: Workers
 ) -> None:

@@ -25,13 +25,18 @@ local function doomed_leases()
 end
 
 -- A running job of a lost lease goes back to the head of its lane (or dead when it has
--- used all its attempts).
-local function recover(id, c)
+-- used all its attempts). Only a lane's first job of the lease (lowest seq) can have been
+-- running: the rest of a batch behind it never started and gets back the attempt its claim
+-- counted (`attempted` false).
+local function recover(id, c, v, attempted)
   local j = jkey(id)
-  local v = redis.call('HMGET', j, 's', 'q', 'l', 'u', 'n', 'B', 't', 'a', 'm')
   if v[1] ~= 'R' or v[7] ~= c then return 0 end
   local q, lane = v[2], v[3]
-  if tonumber(v[8]) >= tonumber(v[9]) then
+  if not attempted then
+    redis.call('HSET', j, 's', 'Q', 'a', tonumber(v[8]) - 1)
+    count(q, 'R', 'Q')
+    if lane then redis.call('ZADD', lkey(q, lane), v[5], id) end
+  elseif tonumber(v[8]) >= tonumber(v[9]) then
     local err = 'lease expired: worker lost while running attempt ' .. v[8] .. ' of ' .. v[9]
     go_dead(id, v, err, false)
   else
@@ -48,12 +53,24 @@ local leases = doomed_leases()
 for _, c in ipairs(leases) do
   local k = P .. 'k:' .. c
   local fields = redis.call('HGETALL', k)
-  local lanes = {}
+  local lanes, members = {}, {}
   for i = 1, #fields, 2 do
     if string.sub(fields[i], 1, 1) == 'j' then
-      recovered = recovered + recover(string.sub(fields[i], 2), c)
-      if fields[i + 1] ~= '' then lanes[fields[i + 1]] = true end
+      local id = string.sub(fields[i], 2)
+      local v = redis.call('HMGET', jkey(id), 's', 'q', 'l', 'u', 'n', 'B', 't', 'a', 'm')
+      local member = fields[i + 1]
+      if member == '' then
+        recovered = recovered + recover(id, c, v, true)  -- no lane: its own first job
+      else
+        if not lanes[member] then lanes[member] = {}; members[#members + 1] = member end
+        table.insert(lanes[member], {id, v})
+      end
     end
+  end
+  for _, member in ipairs(members) do
+    local jobs = lanes[member]
+    table.sort(jobs, function(x, y) return (tonumber(x[2][5]) or 0) < (tonumber(y[2][5]) or 0) end)
+    for n, job in ipairs(jobs) do recovered = recovered + recover(job[1], c, job[2], n == 1) end
   end
   redis.call('DEL', k)
   redis.call('ZREM', P .. 'K', c)

@@ -323,11 +323,16 @@ def sweep(conn: sqlite3.Connection, sql: Sql, now: float, worker: str | None) ->
 
 def recover_lease(conn: sqlite3.Connection, sql: Sql, now: float, token: int) -> int:
     """Give a lost lease's running jobs back to the head of their lanes (or dead when out
-    of attempts), free its lanes and delete it. Returns the number of jobs recovered."""
+    of attempts), free its lanes and delete it. Returns the number of jobs recovered.
+
+    Only a lane's first job (lowest seq) can have been running: the rest of a batch behind
+    it never started and get back the attempt their claim counted."""
     jobs = conn.execute(sql.lease_jobs, (token,)).fetchall()
     lanes: dict[tuple[str, str], None] = {}
     for job_id, queue, key, attempts, max_attempts in jobs:
-        if attempts >= max_attempts:
+        if (queue, key) in lanes:  # behind the lane's first job of this lease
+            conn.execute(sql.requeue_unstarted, (job_id, token)).fetchall()
+        elif attempts >= max_attempts:
             error = f"lease expired: worker lost while running attempt {attempts} of {max_attempts}"
             conn.execute(sql.go_dead, (error, None, now, job_id, token)).fetchall()
         else:
