@@ -61,7 +61,9 @@ def main() -> None:
         time.sleep(0.002)
         if "claim_ret" not in marks:
             continue
-        for k, v in zip(steps, (t1 - t0, marks["claim_ret"] - t1, t4 - marks["claim_ret"], t4 - t0), strict=True):
+        for k, v in zip(
+            steps, (t1 - t0, marks["claim_ret"] - t1, t4 - marks["claim_ret"], t4 - t0), strict=True
+        ):
             parts[k].append(v)
         time.sleep(random.uniform(0, 0.02))
     w.stop()
