@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import gc
 import os
 import signal
 import threading
@@ -15,6 +14,7 @@ from typing import Any
 
 import laneway
 from laneway.testing import assert_enqueued, enqueued, memory_app
+from tests.support.workers import abandon_async_runs
 
 
 def test_a_second_ctrl_c_ends_the_grace_period_at_once() -> None:
@@ -81,14 +81,7 @@ def test_an_async_run_abandoned_at_shutdown_fires_no_hooks() -> None:
         await asyncio.sleep(5)
 
     job = waits.enqueue()
-    worker = app.worker(concurrency=2, grace_s=0.2, idle_wait_s=0.05)
-    thread = threading.Thread(target=worker.run)
-    thread.start()
-    time.sleep(0.2)
-    worker.stop()
-    thread.join(10)
-    del worker, thread
-    gc.collect()  # the abandoned run is collected here (GeneratorExit)
+    abandon_async_runs(app)
     assert job.refresh().status is laneway.Status.QUEUED
     assert fired == []  # the job was released, not failed
 

@@ -11,6 +11,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 import laneway
 from laneway._otel import instrument_tracing
 from laneway.testing import memory_app
+from tests.support.workers import abandon_async_runs
 
 
 @pytest.fixture
@@ -130,9 +131,6 @@ def test_a_job_enqueued_without_tracing_still_runs_in_a_root_span(spans):
 
 def test_an_async_run_abandoned_at_shutdown_is_a_release_not_an_error(spans):
     import asyncio
-    import gc
-    import threading
-    import time
 
     provider, exporter = spans
     app = memory_app()
@@ -143,14 +141,7 @@ def test_an_async_run_abandoned_at_shutdown_is_a_release_not_an_error(spans):
         await asyncio.sleep(5)
 
     job = long.enqueue()
-    worker = app.worker(concurrency=2, grace_s=0.2, idle_wait_s=0.05)
-    thread = threading.Thread(target=worker.run)
-    thread.start()
-    time.sleep(0.2)
-    worker.stop()
-    thread.join(10)
-    del worker, thread
-    gc.collect()  # the abandoned run is collected here (GeneratorExit)
+    abandon_async_runs(app)
     assert job.refresh().status is laneway.Status.QUEUED
     (process,) = by_name(exporter, "process long")
     assert process.status.status_code is not StatusCode.ERROR
