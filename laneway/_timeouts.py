@@ -38,6 +38,19 @@ class _Alarm:
         return self.deadline < other.deadline
 
 
+class _Fired(JobTimeout):
+    """The ``JobTimeout`` the watchdog raises: built in the target thread when it arrives,
+    which is the moment the thread's timeout stops being pending (``shielded`` must not
+    raise it a second time)."""
+
+    def __init__(self, *args: object) -> None:
+        _pending.discard(threading.get_ident())  # no lock: the thread may be inside shielded()
+        super().__init__(*args)
+
+
+_Fired.__name__ = _Fired.__qualname__ = "JobTimeout"  # what errors, hooks and logs show
+
+
 def _set_async_exc(tid: int, exc: type[BaseException] | None) -> None:
     obj = ctypes.py_object(exc) if exc is not None else None
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(tid), obj)
@@ -148,4 +161,4 @@ class Watchdog:
                         shield.deferred = True
                     else:
                         _pending.add(alarm.tid)
-                        _set_async_exc(alarm.tid, JobTimeout)
+                        _set_async_exc(alarm.tid, _Fired)

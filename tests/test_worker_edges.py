@@ -136,3 +136,30 @@ def test_a_timeout_firing_inside_laneways_own_work_is_raised_when_that_work_ends
     assert watchdog.disarm(alarm)  # it did fire
     with shielded():  # and nothing is left pending for the thread's next job
         time.sleep(0.05)
+
+
+def test_a_handler_that_caught_its_timeout_can_still_enqueue_without_a_second_one(tmp_path: Any) -> None:
+    app = laneway.App(f"sqlite:///{tmp_path / 't.db'}", namespace="t")
+    log: list[str] = []
+
+    @app.task(name="cleanup")
+    def cleanup() -> None: ...
+
+    @app.task(name="slow", timeout=0.2, max_attempts=1)
+    def slow() -> None:
+        try:
+            while True:
+                time.sleep(0.01)
+        except laneway.JobTimeout:
+            try:
+                cleanup.enqueue()  # laneway's own work, shielded: it must not raise it again
+                log.append("enqueued")
+            except laneway.JobTimeout:
+                log.append("raised again")
+            raise
+
+    slow.enqueue()
+    app.worker(concurrency=1, idle_wait_s=0.05).run(burst=True)
+    assert log == ["enqueued"]
+    assert [j.task for j in app.backend.list_jobs()].count("cleanup") == 1  # stored once
+    app.close()
