@@ -206,6 +206,7 @@ class Database:
         self._pending_lock = threading.Lock()
         self._pid = os.getpid()
         self._closed = False
+        self._fork_unsafe = False  # a forked child that inherited a connection in use
         _OPEN.add(self)
 
     # --- connections -----------------------------------------------------------------
@@ -240,7 +241,8 @@ class Database:
     def _after_fork(self) -> None:
         """In a forked child: forget the parent's connections without closing them (closing
         would touch the parent's locks); refuse if one was in use when the process forked."""
-        if self._all:
+        if self._all or self._fork_unsafe:  # for good: _pid stays the parent's, so every call
+            self._fork_unsafe = True  # of this process comes back here and is refused
             self._inherited.extend(self._all)
             self._all = []
             raise LanewayError(
