@@ -389,12 +389,17 @@ def test_a_file_written_with_schema_version_1_is_migrated_when_opened(db_path: P
     conn.close()
     b = SQLiteBackend(f"sqlite:///{db_path}", namespace="old")
     try:
-        assert b.schema_version == SCHEMA_VERSION == 2
+        assert b.schema_version == SCHEMA_VERSION == 3
         with b._db.connection() as c:
             assert [row[0] for row in c.execute('SELECT version FROM "old_schema" ORDER BY version')] == [
                 1,
                 2,
+                3,
             ]
+            assert (
+                c.execute("SELECT count(*) FROM sqlite_master WHERE name = 'old_jobs_wake_q'").fetchone()[0]
+                == 1
+            )
             assert (
                 c.execute("SELECT count(*) FROM sqlite_master WHERE name = 'old_jobs_expires'").fetchone()[0]
                 == 1
@@ -533,3 +538,17 @@ def test_a_transactional_task_running_longer_than_its_lease_commits(tmp_path: Pa
     with sqlite3.connect(tmp_path / "long.db") as conn:
         assert conn.execute("SELECT count(*) FROM done").fetchone() == (1,)
     app.close()
+
+
+def test_a_laned_send_promotes_its_own_queues_backlog_not_other_queues(backend: SQLiteBackend) -> None:
+    backend.enqueue([new_job(queue="other", delay_s=0.1) for _ in range(1500)])
+    backend.enqueue([new_job(queue="q", delay_s=0.1) for _ in range(1500)])
+    time.sleep(0.3)
+    backend.enqueue([new_job(lane="L", queue="q")])
+    with backend._db.connection() as conn:
+        waiting = dict(
+            conn.execute(
+                'SELECT queue, count(*) FROM "ns_jobs" WHERE wake_at IS NOT NULL GROUP BY queue'
+            ).fetchall()
+        )
+    assert waiting == {"other": 1500}  # q's whole backlog joined; other's is its own claims' work

@@ -21,10 +21,10 @@ from importlib import resources
 from ..._errors import ConfigError
 from ._db import Database
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The version ``schema.sql`` creates and every migration leads to."""
 
-MIGRATIONS: dict[int, str] = {2: "migrations/v2.sql"}
+MIGRATIONS: dict[int, str] = {2: "migrations/v2.sql", 3: "migrations/v3.sql"}
 """Version -> the script (relative to this package) that upgrades ``version - 1`` to it."""
 
 TABLES = ("jobs", "lanes", "leases", "counters", "ticks", "meta", "schema")

@@ -66,6 +66,10 @@ _TEMPLATES = {
         'SELECT id, status, queue, lane_key, priority FROM "{ns}_jobs" INDEXED BY "{ns}_jobs_wake" '
         "WHERE wake_at <= ? ORDER BY wake_at LIMIT ?"
     ),
+    "due_jobs_in_queue": (
+        'SELECT id, status, queue, lane_key, priority FROM "{ns}_jobs" INDEXED BY "{ns}_jobs_wake_q" '
+        "WHERE queue = ? AND wake_at <= ? ORDER BY wake_at LIMIT ?"
+    ),
     "any_due": 'SELECT 1 FROM "{ns}_jobs" INDEXED BY "{ns}_jobs_wake" WHERE wake_at <= ? LIMIT 1',
     "next_wake": 'SELECT min(wake_at) FROM "{ns}_jobs" INDEXED BY "{ns}_jobs_wake" WHERE wake_at IS NOT NULL',
     "promote_scheduled": (
@@ -223,6 +227,7 @@ class Sql:
     get_tick: str
     set_tick: str
     due_jobs: str
+    due_jobs_in_queue: str
     any_due: str
     next_wake: str
     promote_scheduled: str

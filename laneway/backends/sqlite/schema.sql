@@ -44,6 +44,8 @@
 --   "{ns}_jobs_lane"     a lane's members in order: (queue, lane_key, lane_pos) over
 --                        members only. Finds a lane's head and the next batch.
 --   "{ns}_jobs_wake"     which scheduled or retrying job is due next: (wake_at).
+--   "{ns}_jobs_wake_q"   the same within one queue: (queue, wake_at). A send with a lane
+--                        promotes its own queues' due jobs, all of them, before it stores.
 --   "{ns}_jobs_token"    a lease's running jobs: (token, queue, lane_key).
 --   "{ns}_jobs_unique"   UNIQUE (uniq_live): one pending job per unique key.
 --   "{ns}_jobs_expires"  finished jobs to prune: (expires_at).
@@ -89,6 +91,7 @@ CREATE TABLE "{ns}_jobs" (
 
 CREATE INDEX "{ns}_jobs_lane" ON "{ns}_jobs" (queue, lane_key, lane_pos) WHERE lane_pos IS NOT NULL;
 CREATE INDEX "{ns}_jobs_wake" ON "{ns}_jobs" (wake_at) WHERE wake_at IS NOT NULL;
+CREATE INDEX "{ns}_jobs_wake_q" ON "{ns}_jobs" (queue, wake_at) WHERE wake_at IS NOT NULL;
 CREATE INDEX "{ns}_jobs_token" ON "{ns}_jobs" (token, queue, lane_key) WHERE token IS NOT NULL;
 CREATE UNIQUE INDEX "{ns}_jobs_unique" ON "{ns}_jobs" (uniq_live) WHERE uniq_live IS NOT NULL;
 CREATE INDEX "{ns}_jobs_expires" ON "{ns}_jobs" (expires_at) WHERE expires_at IS NOT NULL;
