@@ -8,8 +8,9 @@ Data structures (all guarded by one lock):
   has pending jobs or is held, so an idle lane costs nothing.
 - ``_ready``: per queue, a heap of (-priority, head seq, lane key) entries. Entries are
   validated when popped (lazy deletion), so claims never scan lanes.
-- ``_timers``: a heap of (due, sequence, job id) for scheduled jobs and retrying heads;
-  the sequence keeps jobs due at the same moment in the order they were scheduled.
+- ``_timers``: per queue, a heap of (due, sequence, job id) for scheduled jobs and
+  retrying heads; the sequence keeps jobs due at the same moment in the order they were
+  scheduled.
 - ``_leases``: token -> ``_Lease`` (worker, expiry, the claimed jobs per lane).
 
 Time comes from ``clock`` (``time.time`` by default), so tests can control it.
@@ -21,7 +22,7 @@ import heapq
 import itertools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -72,7 +73,7 @@ class MemoryBackend(Backend):
         self._jobs: dict[str, _Job] = {}
         self._lanes: dict[_LaneKey, _Lane] = {}
         self._ready: dict[str, list[tuple[int, int, _LaneKey]]] = {}
-        self._timers: list[tuple[float, int, str]] = []
+        self._timers: dict[str, list[tuple[float, int, str]]] = {}
         self._timer_seq = itertools.count()
         self._leases: dict[int, _Lease] = {}
         self._unique: dict[str, str] = {}
@@ -136,21 +137,24 @@ class MemoryBackend(Backend):
             heapq.heappush(self._ready.setdefault(key[0], []), entry)
             self._lock.notify_all()
 
-    def _promote(self, now: float) -> None:
-        """Move due scheduled jobs into their lanes and due retrying heads to queued."""
-        while self._timers and self._timers[0][0] <= now:
-            due, _, job_id = heapq.heappop(self._timers)
-            job = self._jobs.get(job_id)
-            if job is None or job.rec.run_at != due:
-                continue
-            if job.rec.status is Status.SCHEDULED:
-                self._set(job, status=Status.QUEUED)
-                self._join_lane(job, new_seq=True)
-            elif job.rec.status is Status.RETRYING:
-                self._set(job, status=Status.QUEUED)
-            else:
-                continue
-            self._reindex(self._lane_key(job.rec))
+    def _promote(self, now: float, queues: Iterable[str] | None = None) -> None:
+        """Move due scheduled jobs into their lanes and due retrying heads to queued, in
+        ``queues`` (default: every queue)."""
+        for queue in list(self._timers) if queues is None else queues:
+            timers = self._timers.get(queue)
+            while timers and timers[0][0] <= now:
+                due, _, job_id = heapq.heappop(timers)
+                job = self._jobs.get(job_id)
+                if job is None or job.rec.run_at != due:
+                    continue
+                if job.rec.status is Status.SCHEDULED:
+                    self._set(job, status=Status.QUEUED)
+                    self._join_lane(job, new_seq=True)
+                elif job.rec.status is Status.RETRYING:
+                    self._set(job, status=Status.QUEUED)
+                else:
+                    continue
+                self._reindex(self._lane_key(job.rec))
 
     def _release_from_lease(self, token: int, rec: JobRecord) -> None:
         lease = self._leases.get(token)
@@ -198,7 +202,7 @@ class MemoryBackend(Backend):
         if new.unique is not None:
             self._unique[new.unique] = rec.id
         if status is Status.SCHEDULED:
-            heapq.heappush(self._timers, (run_at, next(self._timer_seq), rec.id))
+            heapq.heappush(self._timers.setdefault(rec.queue, []), (run_at, next(self._timer_seq), rec.id))
         else:
             self._join_lane(job, new_seq=True)
             self._reindex(self._lane_key(rec))
@@ -211,8 +215,8 @@ class MemoryBackend(Backend):
             raise ConfigError("memory:// has no transactions: connection= is for SQL backends")
         with self._lock:
             now = self._clock()
-            if any(new.lane is not None for new in jobs):
-                self._promote(now)  # due delayed jobs join their lanes before these do
+            # the due jobs of the queues these join go first (as a claim would promote them)
+            self._promote(now, {new.queue for new in jobs if new.lane is not None})
             results = []
             for new in jobs:
                 if new.id in self._jobs:
@@ -329,7 +333,7 @@ class MemoryBackend(Backend):
             self._set(
                 job, status=Status.RETRYING, run_at=due, error=o.error, traceback=o.traceback, token=None
             )
-            heapq.heappush(self._timers, (due, next(self._timer_seq), rec.id))
+            heapq.heappush(self._timers.setdefault(rec.queue, []), (due, next(self._timer_seq), rec.id))
             self._join_lane(job, new_seq=False)
         elif o.verdict is Verdict.DEAD:
             self._go_dead(job, o.error, o.traceback, now)
@@ -382,7 +386,7 @@ class MemoryBackend(Backend):
         with self._lock:
             if any(self._ready.get(q) for q in queues):
                 return
-            step = 0.01 if self._timers else timeout_s
+            step = 0.01 if any(self._timers.values()) else timeout_s
             self._lock.wait(min(step, timeout_s))
 
     # --- inspect and operate ------------------------------------------------------------
