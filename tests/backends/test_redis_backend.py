@@ -20,6 +20,7 @@ from laneway.backends.redis import RedisBackend
 from laneway.backends.redis._link import Link
 from tests.conftest import drop_backend, make_backend
 from tests.support.redis_cluster import RedisServer
+from tests.support.workers import seconds_until_woken
 
 
 @pytest.fixture
@@ -89,17 +90,7 @@ def test_an_ack_and_the_next_claim_are_one_round_trip_and_the_ack_comes_first(ba
 
 def test_an_idle_worker_is_woken_by_an_enqueue_at_once(backend: RedisBackend) -> None:
     assert backend.claim(["default"], worker="w", limit=1, lease_s=30) == []
-
-    def later() -> None:
-        time.sleep(0.2)
-        backend.enqueue([_job(1, "a")])
-
-    t = threading.Thread(target=later)
-    t.start()
-    began = time.monotonic()
-    backend.wait(["default"], 5.0)
-    t.join()
-    assert 0.15 < time.monotonic() - began < 1.0
+    assert 0.15 < seconds_until_woken(backend, lambda: backend.enqueue([_job(1, "a")])) < 1.0
     assert len(backend.claim(["default"], worker="w", limit=1, lease_s=30)) == 1
 
 

@@ -3,7 +3,6 @@ script, lanes spread over shards, work found and recovered in every shard."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -19,6 +18,7 @@ from laneway.backends.redis._keys import Layout
 from laneway.backends.redis._link import Command
 from tests.conftest import fresh_namespace
 from tests.support.redis_cluster import cluster_url
+from tests.support.workers import seconds_until_woken
 
 
 @pytest.fixture
@@ -101,17 +101,7 @@ def test_unique_jobs_without_a_lane_meet_in_one_shard(cluster: RedisClusterBacke
 def test_an_idle_worker_is_woken_by_work_on_any_shard(cluster: RedisClusterBackend) -> None:
     assert cluster.claim(["default"], worker="w", limit=1, lease_s=30) == []
     cluster.wait(["default"], 0.01)  # subscribes
-
-    def later() -> None:
-        time.sleep(0.2)
-        cluster.enqueue([_job(7, "somewhere")])
-
-    t = threading.Thread(target=later)
-    t.start()
-    began = time.monotonic()
-    cluster.wait(["default"], 5.0)
-    t.join()
-    assert time.monotonic() - began < 2.0
+    assert seconds_until_woken(cluster, lambda: cluster.enqueue([_job(7, "somewhere")])) < 2.0
 
 
 def test_a_namespace_keeps_the_shard_count_it_was_created_with(cluster: RedisClusterBackend) -> None:
@@ -241,17 +231,8 @@ def test_an_idle_worker_subscribes_again_after_its_pubsub_node_went_away(
         cluster.wait(["default"], 0.5)  # the wait ends, without raising
     finally:
         conn.port = port  # the connection goes back to its node's pool
-
-    def later() -> None:
-        time.sleep(0.2)
-        cluster.enqueue([_job(7, "somewhere")])
-
-    t = threading.Thread(target=later)
-    t.start()
-    began = time.monotonic()
-    cluster.wait(["default"], 5.0)
-    t.join()
-    assert time.monotonic() - began < 2.0, "woken through a new subscription"
+    woken = seconds_until_woken(cluster, lambda: cluster.enqueue([_job(7, "somewhere")]))
+    assert woken < 2.0, "woken through a new subscription"
 
 
 def test_a_claim_that_keeps_losing_races_wakes_the_idle_workers_again(cluster: RedisClusterBackend) -> None:

@@ -77,6 +77,14 @@ class Script:
         self.add(K.ACK, job, worker, token)
         return token
 
+    def fail_after_effect(self, job: JobRef, worker: str = "w1") -> int:
+        """Claim and start, apply the effect, then fail the attempt (NACK); return the token."""
+        token = self.claim(job, worker)
+        self.add(K.START, job, worker, token)
+        self.add(K.EFFECT, job, worker, token)
+        self.add(K.NACK, job, worker, token)
+        return token
+
     def check(self, **kwargs: object) -> Report:
         return check_history(self.events, **kwargs)  # type: ignore[arg-type]
 
@@ -200,10 +208,7 @@ def test_a_job_whose_run_events_name_another_lane_than_its_later_enqueue_is_unex
 def test_a_retry_after_a_failed_attempt_with_an_effect_is_no_duplicate_even_with_an_allow_list() -> None:
     s = Script()
     s.enqueue(A0)
-    token = s.claim(A0)
-    s.add(K.START, A0, "w1", token)
-    s.add(K.EFFECT, A0, "w1", token)  # the side effect happened, then the handler raised
-    s.add(K.NACK, A0, "w1", token)
+    s.fail_after_effect(A0)  # the side effect happened, then the handler raised
     s.run(A0)
 
     assert s.check(allow_duplicates_for=set()).ok
@@ -213,10 +218,7 @@ def test_a_retry_after_a_failed_attempt_with_an_effect_is_no_duplicate_even_with
 def test_a_job_running_more_often_than_its_failures_explain_is_still_a_duplicate() -> None:
     s = Script()
     s.enqueue(A0)
-    token = s.claim(A0)
-    s.add(K.START, A0, "w1", token)
-    s.add(K.EFFECT, A0, "w1", token)
-    s.add(K.NACK, A0, "w1", token)
+    token = s.fail_after_effect(A0)
     s.run(A0, "w1")
     s.add(K.EFFECT, A0, "w2", token)  # a third run nothing explains
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import gc
 import threading
 import time
+from collections.abc import Callable, Sequence
 
 import laneway
+from laneway.backends import Backend
 
 
 def abandon_async_runs(app: laneway.App, *, running_s: float = 0.2) -> None:
@@ -20,3 +22,20 @@ def abandon_async_runs(app: laneway.App, *, running_s: float = 0.2) -> None:
     thread.join(10)
     del worker, thread
     gc.collect()  # the abandoned runs are collected here
+
+
+def seconds_until_woken(
+    backend: Backend, send: Callable[[], object], queues: Sequence[str] = ("default",), after_s: float = 0.2
+) -> float:
+    """How long ``backend.wait(queues, 5.0)`` blocks when ``send()`` runs ``after_s`` into it."""
+
+    def later() -> None:
+        time.sleep(after_s)
+        send()
+
+    thread = threading.Thread(target=later)
+    thread.start()
+    began = time.monotonic()
+    backend.wait(list(queues), 5.0)
+    thread.join()
+    return time.monotonic() - began
