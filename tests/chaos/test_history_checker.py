@@ -69,20 +69,13 @@ class Script:
         self.add(K.CLAIM, job, worker, self.last_token)
         return self.last_token
 
-    def run(self, job: JobRef, worker: str = "w1") -> int:
-        """Claim, start, apply the effect and ack successfully; return the token."""
+    def run(self, job: JobRef, worker: str = "w1", outcome: EventKind = K.ACK) -> int:
+        """Claim, start, apply the effect and end with ``outcome`` (ACK: success, NACK: the
+        attempt failed after its effect); return the token."""
         token = self.claim(job, worker)
         self.add(K.START, job, worker, token)
         self.add(K.EFFECT, job, worker, token)
-        self.add(K.ACK, job, worker, token)
-        return token
-
-    def fail_after_effect(self, job: JobRef, worker: str = "w1") -> int:
-        """Claim and start, apply the effect, then fail the attempt (NACK); return the token."""
-        token = self.claim(job, worker)
-        self.add(K.START, job, worker, token)
-        self.add(K.EFFECT, job, worker, token)
-        self.add(K.NACK, job, worker, token)
+        self.add(outcome, job, worker, token)
         return token
 
     def check(self, **kwargs: object) -> Report:
@@ -208,7 +201,7 @@ def test_a_job_whose_run_events_name_another_lane_than_its_later_enqueue_is_unex
 def test_a_retry_after_a_failed_attempt_with_an_effect_is_no_duplicate_even_with_an_allow_list() -> None:
     s = Script()
     s.enqueue(A0)
-    s.fail_after_effect(A0)  # the side effect happened, then the handler raised
+    s.run(A0, outcome=K.NACK)  # the side effect happened, then the handler raised
     s.run(A0)
 
     assert s.check(allow_duplicates_for=set()).ok
@@ -218,7 +211,7 @@ def test_a_retry_after_a_failed_attempt_with_an_effect_is_no_duplicate_even_with
 def test_a_job_running_more_often_than_its_failures_explain_is_still_a_duplicate() -> None:
     s = Script()
     s.enqueue(A0)
-    token = s.fail_after_effect(A0)
+    token = s.run(A0, outcome=K.NACK)
     s.run(A0, "w1")
     s.add(K.EFFECT, A0, "w2", token)  # a third run nothing explains
 
