@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from . import _constants as C
-from ._codec import Call, decode_call
+from ._codec import Call
 from ._errors import DecodeError, EncodeError, Fail, JobTimeout, LeaseLost, Retry, UnknownTask
 from ._job import Job
 from ._middleware import compose, compose_async
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("laneway.worker")
 _TRACEBACK_MAX_CHARS = 16_000
 _current: contextvars.ContextVar[Job | None] = contextvars.ContextVar("laneway_job", default=None)
-_attempt: contextvars.ContextVar[_Attempt | None] = contextvars.ContextVar("laneway_attempt", default=None)
 
 
 def current_job() -> Job | None:
@@ -74,14 +73,14 @@ class _Attempt:
     """The ``around(job)`` contexts of the layers that wrap a whole attempt (the consumer
     span) rather than the handler alone: decoding, hooks, stack, result encoding and, for a
     transactional task, the commit. The runner turns a failure into a verdict instead of
-    letting it propagate, so it hands the exception over with ``failed``; the contexts then
-    see it on exit as if it had passed through them."""
+    letting it propagate, noting it on the job (``Job._failure``); the contexts then see it
+    on exit as if it had passed through them."""
+
+    _exits: ExitStack
 
     def __init__(self, layers: Sequence[ContextLayer], job: Job) -> None:
         self._layers = layers
         self._job = job
-        self._failure: BaseException | None = None
-        self._exits = ExitStack()
 
     def __enter__(self) -> _Attempt:
         with ExitStack() as stack:
@@ -90,23 +89,13 @@ class _Attempt:
             self._exits = stack.pop_all()
         return self
 
-    def failed(self, exc: BaseException) -> None:
-        self._failure = exc
-
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if exc is None and self._failure is not None:
-            exc = self._failure
+        if exc is None and self._job._failure is not None:
+            exc = self._job._failure
             exc_type, tb = type(exc), exc.__traceback__
         self._exits.__exit__(exc_type, exc, tb)  # does not raise the exception it is shown
-
-
-def _note_failure(exc: BaseException) -> None:
-    """Tell the layers around the attempt being run (if any) that it failed with ``exc``."""
-    attempt = _attempt.get()
-    if attempt is not None:
-        attempt.failed(exc)
 
 
 def _wraps_attempt(layer: Middleware) -> TypeGuard[ContextLayer]:
@@ -235,8 +224,14 @@ class Runner:
         self.app = app
         self.loop = loop or AsyncLoop()
         layers = app._execution_layers()
-        self._outer: list[ContextLayer] = [layer for layer in layers if _wraps_attempt(layer)]
-        layers = [layer for layer in layers if not _wraps_attempt(layer)]
+        self._outer: list[ContextLayer] = []
+        inner: list[Middleware] = []
+        for layer in layers:
+            if _wraps_attempt(layer):
+                self._outer.append(layer)
+            else:
+                inner.append(layer)
+        layers = inner
         self._stack = compose(layers, _call_handler)
         self._astack = compose_async(layers, _call_handler)
 
@@ -264,10 +259,9 @@ class Runner:
     def _open(self, rec: JobRecord, job: Job) -> Ran | tuple[Call, Task]:
         """Decode ``rec`` and find its task, or the verdict when either fails."""
         try:
-            call = decode_call(rec.payload)
+            call = job._decoded()  # cached on the job: the tracing layer may have read its headers
         except DecodeError as exc:
             return Ran(self._dead(rec, exc, None, job))
-        job._call = call
         task = self.app.tasks.get(rec.task)
         if task is None:
             unknown = UnknownTask(f"no task named {rec.task!r} on this worker")
@@ -282,12 +276,8 @@ class Runner:
         try:
             if not self._outer:  # no layer wraps the attempt: the common case, at no cost
                 return self._run(rec, job)
-            with _Attempt(self._outer, job) as attempt:
-                reset_attempt = _attempt.set(attempt)
-                try:
-                    return self._run(rec, job)
-                finally:
-                    _attempt.reset(reset_attempt)
+            with _Attempt(self._outer, job):
+                return self._run(rec, job)
         finally:
             _current.reset(reset)
 
@@ -311,12 +301,11 @@ class Runner:
         _current.set(job)
         if not self._outer:  # as in run
             return await self._arun(rec, job)
-        with _Attempt(self._outer, job) as attempt:
-            _attempt.set(attempt)  # not reset: a run abandoned at shutdown ends in another context
+        with _Attempt(self._outer, job):
             return await self._arun(rec, job)
 
     async def _arun(self, rec: JobRecord, job: Job) -> Ran:
-        assert rec.token is not None
+        assert rec.token is not None  # for the type checker: arun checked it
         opened = self._open(rec, job)
         if isinstance(opened, Ran):
             return opened
@@ -366,7 +355,7 @@ class Runner:
         except LeaseLost as exc:
             log.warning("%s", exc)
             _hook(hooks.error, job, exc)
-            _note_failure(exc)
+            job._failure = exc
             return Ran(Outcome(rec.id, rec.token or 0, Verdict.SUCCEEDED), applied=True, accepted=False)
         except Exception as exc:  # noqa: BLE001 - the transaction itself failed (commit, connection)
             return Ran(self._caught(rec, exc, job, hooks, task))
@@ -455,7 +444,7 @@ class Runner:
         delay: float | None,
     ) -> Outcome:
         assert rec.token is not None
-        _note_failure(exc)
+        job._failure = exc  # for the layers around the attempt
         if rec.attempts >= rec.max_attempts:
             return self._dead(rec, exc, hooks, job, exhausted=True)
         if delay is not None and (
@@ -484,7 +473,7 @@ class Runner:
         self, rec: JobRecord, exc: BaseException, hooks: Hooks | None, job: Job, exhausted: bool = False
     ) -> Outcome:
         assert rec.token is not None
-        _note_failure(exc)
+        job._failure = exc  # for the layers around the attempt
         error = _describe(exc)
         if exhausted:  # reported by _failed already, or a Retry
             error = f"{error} (attempt {rec.attempts} of {rec.max_attempts})"

@@ -25,7 +25,7 @@ class Job:
     Handlers and hooks receive a ``Job`` too, with ``args``, ``kwargs`` and ``headers``.
     """
 
-    __slots__ = ("_app", "_call", "_reported", "_run", "id", "record")
+    __slots__ = ("_app", "_call", "_failure", "_reported", "_run", "id", "record")
 
     def __init__(
         self, app: App, job_id: str, record: JobRecord | None = None, call: Call | None = None
@@ -36,6 +36,7 @@ class Job:
         self._call = call
         self._run: Callable[[], Any] | None = None  # set by the runner: the handler call
         self._reported: BaseException | None = None  # handed to the exception_reporter already
+        self._failure: BaseException | None = None  # why the runner failed this attempt (_Attempt)
 
     def __repr__(self) -> str:
         status = self.record.status.value if self.record else "?"
