@@ -67,17 +67,24 @@ class _Shield:
 _shields: dict[int, _Shield] = {}  # thread id -> its shield, while inside shielded()
 _pending: set[int] = set()  # threads a JobTimeout was raised in (not yet disarmed)
 _shield_lock = threading.Lock()
+_armed = threading.local()  # n: alarms armed in this thread (only such a thread can be hit)
 
 
 @contextmanager
 def shielded() -> Iterator[None]:
     """Run the block with this thread's ``JobTimeout`` held back: one that fires meanwhile
-    (or had fired and was not delivered yet) is raised when the outermost block ends."""
+    (or had fired and was not delivered yet) is raised when the outermost block ends.
+    Free in a thread with no alarm armed (a worker's fetch loop, acker, or a producer)."""
+    if not getattr(_armed, "n", 0):
+        yield
+        return
     tid = threading.get_ident()
     entered = False
     try:
         with _shield_lock:
-            shield = _shields.setdefault(tid, _Shield())
+            shield = _shields.get(tid)
+            if shield is None:
+                shield = _shields[tid] = _Shield()
             if tid in _pending:  # fired just now: withdraw it, raise it at the end instead
                 _set_async_exc(tid, None)
                 _pending.discard(tid)
@@ -117,6 +124,7 @@ class Watchdog:
     def arm(self, seconds: float) -> _Alarm:
         """Arm an alarm for the calling thread ``seconds`` from now."""
         alarm = _Alarm(time.monotonic() + seconds, threading.get_ident())
+        _armed.n = getattr(_armed, "n", 0) + 1
         with self._cond:
             heapq.heappush(self._heap, alarm)
             if self._thread is None:
@@ -127,7 +135,9 @@ class Watchdog:
 
     def disarm(self, alarm: _Alarm) -> bool:
         """Disarm; returns True if it had fired. A fired alarm whose exception has not
-        been raised yet is withdrawn, so it cannot hit the next job of this thread."""
+        been raised yet is withdrawn, so it cannot hit the next job of this thread.
+        Called from the thread that armed it."""
+        _armed.n -= 1
         with self._cond:
             fired = alarm.state == _FIRED
             alarm.state = _DISARMED
