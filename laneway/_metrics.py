@@ -102,6 +102,8 @@ class Metrics:
     """The metric families laneway updates, registered once per registry."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.backend_key: tuple[str, str] | None = None
+        """The (url, namespace) whose queue gauges ``instrument`` put in this registry."""
         qt = ["queue", "task"]
         self.enqueued = Counter(
             "laneway_jobs_enqueued", "Jobs that passed the enqueue stack.", qt, registry=registry
@@ -320,10 +322,6 @@ class BackendCollector(Collector):
                 f["head_age"].add_metric([s.queue], max(lane.head_age_s for lane in lanes))
 
 
-_backend_of: weakref.WeakKeyDictionary[CollectorRegistry, tuple[str, str]] = weakref.WeakKeyDictionary()
-"""The (url, namespace) whose gauges ``instrument`` registered in each registry."""
-
-
 def instrument(
     app: App, registry: CollectorRegistry | None = None, *, collect_backend: bool = True
 ) -> Metrics:
@@ -352,19 +350,19 @@ def instrument(
     if any(isinstance(x, PrometheusListener) and x.metrics is metrics for x in app.listeners):
         return metrics
     if collect_backend:  # first: a refusal leaves the app as it was
-        _register_backend(app, REGISTRY if registry is None else registry)
+        _register_backend(app, metrics, REGISTRY if registry is None else registry)
     app.listeners.append(PrometheusListener(metrics))
     app.middleware.insert(0, RunMetrics(metrics))
     app.enqueue_middleware.append(EnqueueMetrics(metrics, app.default_queue))
     return metrics
 
 
-def _register_backend(app: App, registry: CollectorRegistry) -> None:
-    """Register the gauges of ``app``'s backend in ``registry``, unless the gauges of the
-    same backend URL and namespace are there already."""
+def _register_backend(app: App, metrics: Metrics, registry: CollectorRegistry) -> None:
+    """Register the gauges of ``app``'s backend in ``registry`` (whose laneway metrics are
+    ``metrics``), unless the gauges of the same backend URL and namespace are there already."""
     key = (app.url, app.namespace)
     with _by_registry_lock:
-        there = _backend_of.get(registry)
+        there = metrics.backend_key
         if there == key:
             return
         if there is not None:
@@ -378,7 +376,7 @@ def _register_backend(app: App, registry: CollectorRegistry) -> None:
             registry.register(BackendCollector(lambda: app.backend))
         except ValueError as exc:  # a BackendCollector registered by hand
             raise ConfigError(f"this registry has laneway's queue gauges already ({exc})") from None
-        _backend_of[registry] = key
+        metrics.backend_key = key
 
 
 @dataclass
@@ -412,8 +410,9 @@ def start_metrics_server(
         OSError: no port of the range could be bound.
     """
     reg = REGISTRY if registry is None else registry
-    if port and port + max(1, tries) - 1 > 65535:
-        raise OSError(f"metrics ports {port}..{port + max(1, tries) - 1} run past 65535")
+    last = port + max(1, tries) - 1
+    if port and last > 65535:
+        raise OSError(f"metrics ports {port}..{last} run past 65535")
     error: OSError | None = None
     for candidate in _ports(port, tries):
         try:
@@ -424,7 +423,7 @@ def start_metrics_server(
         bound = int(server.server_address[1])
         log.info("metrics on http://%s:%d/metrics", addr, bound)
         return MetricsServer(bound, server, thread)
-    raise OSError(f"no free metrics port in {port}..{port + max(1, tries) - 1} on {addr}: {error}")
+    raise OSError(f"no free metrics port in {port}..{last} on {addr}: {error}")
 
 
 def _ports(port: int, tries: int) -> Iterator[int]:
