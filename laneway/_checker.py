@@ -44,6 +44,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import NamedTuple
 
 from ._events import Event, EventKind
@@ -451,8 +452,8 @@ def _reruns_inside_later_jobs(lane_jobs: list[_Job]) -> Iterator[OrderViolation]
     later job of its lane was running: two jobs of one lane at once. Only re-runs are
     looked at; first starts are the sweep's. Lanes are seq-sorted by the caller."""
     for index, job in enumerate(lane_jobs):
-        for again in job.starts[1:]:
-            for later in lane_jobs[index + 1 :]:
+        for again in islice(job.starts, 1, None):
+            for later in islice(lane_jobs, index + 1, None):
                 begun, ended = later.first_start, later.finished_at
                 if (
                     later.ref.seq > job.ref.seq
