@@ -202,7 +202,7 @@ class MemoryBackend(Backend):
         if new.unique is not None:
             self._unique[new.unique] = rec.id
         if status is Status.SCHEDULED:
-            heapq.heappush(self._timers.setdefault(rec.queue, []), (run_at, next(self._timer_seq), rec.id))
+            self._schedule(rec, run_at)
         else:
             self._join_lane(job, new_seq=True)
             self._reindex(self._lane_key(rec))
@@ -333,13 +333,12 @@ class MemoryBackend(Backend):
             self._set(
                 job, status=Status.RETRYING, run_at=due, error=o.error, traceback=o.traceback, token=None
             )
-            heapq.heappush(self._timers.setdefault(rec.queue, []), (due, next(self._timer_seq), rec.id))
+            self._schedule(rec, due)
             self._join_lane(job, new_seq=False)
         elif o.verdict is Verdict.DEAD:
             self._go_dead(job, o.error, o.traceback, now)
         else:
-            self._set(job, status=Status.QUEUED, attempts=rec.attempts - 1, token=None)
-            self._join_lane(job, new_seq=False)
+            self._give_back(job)
         self._release_from_lease(o.token, rec)
         return True
 
@@ -368,11 +367,18 @@ class MemoryBackend(Backend):
                     del self._jobs[job_id]
             return recovered
 
-    def _recover(self, job: _Job, token: int, now: float, *, attempted: bool = True) -> int:
+    def _give_back(self, job: _Job) -> None:
+        """Back to its place in its lane, the attempt its claim counted not spent."""
+        self._set(job, status=Status.QUEUED, attempts=job.rec.attempts - 1, token=None)
+        self._join_lane(job, new_seq=False)
+
+    def _schedule(self, rec: JobRecord, due: float) -> None:
+        heapq.heappush(self._timers.setdefault(rec.queue, []), (due, next(self._timer_seq), rec.id))
+
+    def _recover(self, job: _Job, token: int, now: float, *, attempted: bool) -> int:
         rec = job.rec
         if not attempted:
-            self._set(job, status=Status.QUEUED, token=None, attempts=rec.attempts - 1)
-            self._join_lane(job, new_seq=False)
+            self._give_back(job)
         elif rec.attempts >= rec.max_attempts:
             error = f"lease expired: worker lost while running attempt {rec.attempts} of {rec.max_attempts}"
             self._go_dead(job, error, None, now)

@@ -32,15 +32,15 @@ local function recover(id, c, v, attempted)
   local j = jkey(id)
   if v[1] ~= 'R' or v[7] ~= c then return 0 end
   local q, lane = v[2], v[3]
-  if not attempted then
-    redis.call('HSET', j, 's', 'Q', 'a', tonumber(v[8]) - 1)
-    count(q, 'R', 'Q')
-    if lane then redis.call('ZADD', lkey(q, lane), v[5], id) end
-  elseif tonumber(v[8]) >= tonumber(v[9]) then
+  if attempted and tonumber(v[8]) >= tonumber(v[9]) then
     local err = 'lease expired: worker lost while running attempt ' .. v[8] .. ' of ' .. v[9]
     go_dead(id, v, err, false)
   else
-    redis.call('HSET', j, 's', 'Q', 'E', 'lease expired: worker lost; re-queued')
+    if attempted then
+      redis.call('HSET', j, 's', 'Q', 'E', 'lease expired: worker lost; re-queued')
+    else
+      redis.call('HSET', j, 's', 'Q', 'a', tonumber(v[8]) - 1)
+    end
     count(q, 'R', 'Q')
     if lane then redis.call('ZADD', lkey(q, lane), v[5], id) end
   end

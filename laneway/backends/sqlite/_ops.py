@@ -336,7 +336,7 @@ def recover_lease(conn: sqlite3.Connection, sql: Sql, now: float, token: int) ->
     lanes: dict[tuple[str, str], None] = {}
     for job_id, queue, key, attempts, max_attempts in jobs:
         if (queue, key) in lanes:  # behind the lane's first job of this lease
-            conn.execute(sql.requeue_unstarted, (job_id, token)).fetchall()
+            conn.execute(sql.release, (job_id, token)).fetchall()  # as a release: attempt back
         elif attempts >= max_attempts:
             error = f"lease expired: worker lost while running attempt {attempts} of {max_attempts}"
             conn.execute(sql.go_dead, (error, None, now, job_id, token)).fetchall()

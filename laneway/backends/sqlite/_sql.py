@@ -162,10 +162,6 @@ _TEMPLATES = {
         'SELECT id, queue, lane_key, attempts, max_attempts FROM "{ns}_jobs" INDEXED BY "{ns}_jobs_token" '
         "WHERE token = ? ORDER BY queue, lane_key, seq"
     ),
-    "requeue_unstarted": (
-        "UPDATE \"{ns}_jobs\" SET status = 'queued', token = NULL, lane_pos = seq, attempts = attempts - 1 "
-        "WHERE id = ? AND token = ? RETURNING queue, lane_key"
-    ),
     "any_expired_lease": (
         'SELECT 1 FROM "{ns}_leases" INDEXED BY "{ns}_leases_expiry" WHERE expires_at <= ? LIMIT 1'
     ),
@@ -254,7 +250,6 @@ class Sql:
     go_dead: str
     release: str
     requeue_lost: str
-    requeue_unstarted: str
     expired_leases: str
     worker_leases: str
     lease_jobs: str
