@@ -19,14 +19,17 @@ call after a lost reply stores nothing twice). With a tick: {0} when the tick wa
 already taken.
 ]]
 
+-- When the job at ARGV[i] is due: its run_at, else now + its delay.
+local function run_at_of(i)
+  if ARGV[i + 12] ~= '' then return tonumber(ARGV[i + 12]) end
+  return NOW + tonumber(ARGV[i + 11])
+end
+
 local promote_max = tonumber(ARGV[4])
 local promoted = {}  -- queues whose due jobs were promoted by this call
 for i = 5, #ARGV, 13 do
   local q = ARGV[i + 2]
-  local joins = ARGV[i + 3] ~= '' and not promoted[q]
-  if joins and ARGV[i + 12] ~= '' then joins = tonumber(ARGV[i + 12]) <= NOW
-  elseif joins then joins = tonumber(ARGV[i + 11]) <= 0 end
-  if joins then
+  if ARGV[i + 3] ~= '' and not promoted[q] and run_at_of(i) <= NOW then  -- joins its lane now
     promoted[q] = true
     local left = promote(q, promote_max)
     if left and left <= NOW then
@@ -52,8 +55,7 @@ for i = 5, #ARGV, 13 do
   if holder then
     out[#out + 1] = holder
   else
-    local run_at = NOW + tonumber(ARGV[i + 11])
-    if ARGV[i + 12] ~= '' then run_at = tonumber(ARGV[i + 12]) end
+    local run_at = run_at_of(i)
     local status = 'Q'
     if run_at > NOW then status = 'S' end
     local j = jkey(id)
