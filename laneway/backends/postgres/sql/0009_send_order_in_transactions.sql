@@ -29,11 +29,12 @@ DECLARE
     v_behind boolean;
 BEGIN
     PERFORM pg_notify(channel(), q) FROM (SELECT DISTINCT q FROM unnest(p_queues) AS q) AS s;
-    -- a due job of these queues still waits to join its lane (one index probe per queue):
-    -- then the laned jobs sent now take their seqs from a promotion, after it (below, or for
-    -- a send in the caller's transaction the first claim after its commit)
+    -- a due job of the queues a laned job joins still waits to join its lane (one index probe
+    -- per such queue, none for a send without lanes): then the laned jobs sent now take their
+    -- seqs from a promotion, after it (below, or for a send in the caller's transaction the
+    -- first claim after its commit)
     v_behind := EXISTS (
-        SELECT 1 FROM (SELECT DISTINCT q FROM unnest(p_queues) AS q) AS s
+        SELECT 1 FROM (SELECT DISTINCT x.q FROM unnest(p_queues, p_lanes) AS x(q, l) WHERE x.l IS NOT NULL) AS s
          CROSS JOIN LATERAL (SELECT 1 FROM jobs
                               WHERE queue = s.q AND status = 'waiting' AND run_at <= v_now
                               LIMIT 1) AS due);
