@@ -44,6 +44,11 @@ from .._records import (
 )
 
 
+def page_limit(limit: Any) -> int:
+    """The checked ``limit`` of ``lanes`` (see ``page_args``)."""
+    return count(limit, "limit", least=0)
+
+
 def page_args(limit: Any, offset: Any = 0, status: Any = None) -> tuple[int, int, Status | None]:
     """The checked paging arguments of ``list_jobs`` and ``lanes``: ``ConfigError`` for a
     limit or offset that is not an int from 0 (each backend sliced or clamped such values
@@ -55,7 +60,7 @@ def page_args(limit: Any, offset: Any = 0, status: Any = None) -> tuple[int, int
             raise ConfigError(
                 f"unknown status {status!r}; one of: {', '.join(s.value for s in Status)}"
             ) from None
-    return count(limit, "limit", least=0), count(offset, "offset", least=0), status
+    return page_limit(limit), count(offset, "offset", least=0), status
 
 
 class Backend(ABC):

@@ -38,7 +38,7 @@ from .._records import (
     Status,
     Verdict,
 )
-from ._base import Backend, page_args
+from ._base import Backend, page_args, page_limit
 
 _LaneKey = tuple[str, str]
 _RECORD_FIELDS = tuple(f.name for f in fields(JobRecord))
@@ -503,7 +503,7 @@ class MemoryBackend(Backend):
             ]
 
     def lanes(self, queue: str, *, limit: int = 100) -> list[LaneInfo]:
-        limit = page_args(limit)[0]
+        limit = page_limit(limit)
         with self._lock:
             now = self._clock()
             infos = []

@@ -31,7 +31,7 @@ from ..._records import (
     QueueStats,
     Status,
 )
-from .._base import Backend, page_args
+from .._base import Backend, page_args, page_limit
 from . import _schema
 from ._async import AsyncEnqueuer
 from ._listener import Listener
@@ -429,7 +429,7 @@ class PostgresBackend(Backend):
         return [_queue_stats(row) for row in self._rows(self._q.stats)]
 
     def lanes(self, queue: str, *, limit: int = 100) -> list[LaneInfo]:
-        limit = page_args(limit)[0]
+        limit = page_limit(limit)
         self._promote_to_read([queue])
         rows = self._rows(self._q.lanes, {"queue": queue, "limit": limit})
         return sorted((_lane_info(queue, row) for row in rows), key=lambda i: -i.head_age_s)

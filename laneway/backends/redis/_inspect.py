@@ -14,7 +14,7 @@ from typing import Any
 
 from ..._errors import ConfigError
 from ..._records import JobRecord, LaneInfo, QueueStats, Status
-from .._base import page_args
+from .._base import page_args, page_limit
 from ._keys import Layout, Shard
 from ._link import Command, Link, Script
 from ._rows import CODE_OF, STATUS_OF, US, record
@@ -130,7 +130,7 @@ class Inspect:
 
     def lanes(self, queue: str, *, limit: int = 100) -> list[LaneInfo]:
         """Named lanes of ``queue`` with pending or running work, oldest head first."""
-        limit = page_args(limit)[0]
+        limit = page_limit(limit)
         infos = [info for s in self.layout.shards for info in self._lanes_shard(s, queue)]
         infos.sort(key=lambda i: -i.head_age_s)
         return infos[:limit]

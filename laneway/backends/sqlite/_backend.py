@@ -13,7 +13,7 @@ from typing import Any
 from ..._errors import ConfigError, LanewayError
 from ..._names import check_namespace
 from ..._records import EnqueueResult, JobRecord, LaneInfo, NewJob, Outcome, QueueStats, Status
-from .._base import Backend, page_args
+from .._base import Backend, page_args, page_limit
 from . import _inspect as inspect
 from . import _ops as ops
 from ._db import CLOCK_TICK_S, Database, clock, in_savepoint, is_busy, parse_url
@@ -273,7 +273,7 @@ class SQLiteBackend(Backend):
         return self._db.read_snapshot(lambda conn: inspect.stats(conn, self._sql, clock(conn)))
 
     def lanes(self, queue: str, *, limit: int = 100) -> list[LaneInfo]:
-        limit = page_args(limit)[0]
+        limit = page_limit(limit)
         return self._db.read_snapshot(lambda conn: inspect.lanes(conn, self._sql, clock(conn), queue, limit))
 
     def put_meta(self, key: str, value: bytes | None) -> None:

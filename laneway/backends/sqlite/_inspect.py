@@ -32,7 +32,7 @@ def list_jobs(
     offset: int,
 ) -> list[JobRecord]:
     """Jobs matching every filter given, newest first."""
-    params = (queue, None if status is None else status.value, lane, max(0, limit), max(0, offset))
+    params = (queue, None if status is None else status.value, lane, limit, offset)
     return [record(row) for row in conn.execute(sql.list_jobs, params)]
 
 
@@ -70,7 +70,7 @@ def lanes(conn: sqlite3.Connection, sql: Sql, now: float, queue: str, limit: int
             blocked=status is Status.DEAD,
         ))  # fmt: skip
     infos.sort(key=lambda info: -info.head_age_s)
-    return infos[: max(0, limit)]
+    return infos[:limit]
 
 
 def get_meta(conn: sqlite3.Connection, sql: Sql, prefix: str) -> dict[str, bytes]:
