@@ -127,7 +127,7 @@ class RedisCore(Inspect, Backend):
                 [("HSETNX", key, "shards", self.layout.n), ("HGET", key, "shards")]
             )
         else:
-            (stored,) = self.link.pipeline([("HGET", key, "shards")])
+            stored = self.link.execute("HGET", key, "shards")
         _raise_errors([stored])
         if stored is None and not create:
             raise ConfigError(
@@ -613,11 +613,16 @@ class RedisBackend(RedisCore):
         if not jobs:
             return []
         cmd = self._enqueue_cmd(self.layout.job_shard(jobs[0]), jobs, None)
-        while True:
+
+        async def send() -> Any:  # _send on the asyncio link
             reply = (await self._async.pipeline([cmd]))[0]
             _raise_errors([reply])
-            if not _behind(reply):
-                return self._results(jobs, reply)
+            return reply
+
+        reply = await send()
+        while _behind(reply):
+            reply = await send()
+        return self._results(jobs, reply)
 
     def close(self) -> None:
         self._async.close()

@@ -71,7 +71,7 @@ class SQLiteBackend(Backend):
         self.namespace = check_namespace(namespace)
         self._sql = Sql(self.namespace)
         self._db = Database(settings)
-        self._names = {os.path.abspath(settings.path), os.path.realpath(settings.path)}
+        self._names = {settings.path, os.path.realpath(settings.path)}  # parse_url made it absolute
         try:
             if create:
                 self.schema_version = ensure_schema(self._db, self.namespace)
